@@ -1,0 +1,1 @@
+"""MovieLens RecSys: shared configuration, Spark session, datasets and schema."""
