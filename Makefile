@@ -20,7 +20,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
-	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]" --config-settings editable_mode=compat
 	# recbole's own pins conflict with this tree; its imports are patched in model/recbole_compat.py
 	$(PY) -m pip install --quiet --no-deps recbole==1.2.1
 	rm -f $(VENV)/.installed-*

@@ -1,0 +1,123 @@
+"""Layered configuration: precedence, typing, and errors that name key and source."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from recsys.config import (
+    CONFIG_DIR,
+    PROJECT_ROOT,
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+    load_config,
+)
+
+
+def test_base_and_local_profile_load(base_config):
+    assert base_config.profile == "local"
+    assert base_config.model.hidden_size == 64
+    assert base_config.train.patience == 10
+    assert base_config.scoring.eval_ks == [5, 10, 20]
+    # local.yaml overrides base.yaml's Spark settings
+    assert base_config.spark.conf["spark.driver.memory"] == "6g"
+    assert base_config.table_path("ratings_silver") == str(PROJECT_ROOT / "lake" / "ratings_silver")
+
+
+def test_cluster_profile_uses_object_store_and_keeps_master_out():
+    config = load_config(profile="cluster", env={})
+    assert config.profile == "cluster"
+    assert config.table_path("recommendations") == "s3a://movielens-recsys/lake/recommendations"
+    assert config.device == "cuda"
+    assert config.pipeline.kcore == 5
+    assert not any(key == "spark.master" for key in config.spark.conf)
+
+
+def test_precedence_env_over_profile_cli_over_env():
+    env = {"RECSYS__TRAIN__LR": "0.01", "RECSYS__TRAIN__BATCH_SIZE": "256"}
+    config = load_config(profile="local", env=env, overrides=["train.batch_size=64"])
+    assert config.train.lr == pytest.approx(0.01)
+    assert config.train.batch_size == 64
+
+
+def test_env_values_parse_as_yaml():
+    config = load_config(env={"RECSYS__SCORING__EVAL_KS": "[1, 2]", "RECSYS__TRAIN__AMP": "false"})
+    assert config.scoring.eval_ks == [1, 2]
+    assert config.train.amp is False
+
+
+def test_profile_from_environment_variable():
+    assert load_config(env={"RECSYS_PROFILE": "cluster"}).profile == "cluster"
+
+
+def test_unknown_key_in_profile_names_key_and_file(tmp_path: Path):
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("train:\n  bacth_size: 12\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(profile=str(profile), env={})
+    message = str(info.value)
+    assert f"{profile}: train.bacth_size: unknown key" in message
+
+
+def test_wrong_type_from_env_names_variable():
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"RECSYS__TRAIN__BATCH_SIZE": "many"})
+    message = str(info.value)
+    assert "environment variable RECSYS__TRAIN__BATCH_SIZE: train.batch_size:" in message
+    assert "'many'" in message
+
+
+def test_wrong_type_from_cli_names_flag():
+    with pytest.raises(ConfigError, match=r"CLI --set pipeline.kcore=-1: pipeline.kcore"):
+        load_config(env={}, overrides=["pipeline.kcore=-1"])
+
+
+def test_unknown_section_from_cli():
+    with pytest.raises(ConfigError, match=r"CLI --set nonsense.key=1: nonsense: unknown key"):
+        load_config(env={}, overrides=["nonsense.key=1"])
+
+
+def test_bad_value_in_base_file_names_base_file(tmp_path: Path):
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    base = (CONFIG_DIR / "base.yaml").read_text().replace("dropout: 0.2", "dropout: lots")
+    (config_dir / "base.yaml").write_text(base)
+    (config_dir / "local.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match=rf"{config_dir / 'base.yaml'}: model.dropout"):
+        load_config(env={}, config_dir=config_dir)
+
+
+def test_malformed_yaml_and_missing_profile(tmp_path: Path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(profile=str(broken), env={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(profile="no-such-profile", env={})
+
+
+def test_cli_override_needs_equals_sign():
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(env={}, overrides=["train.lr"])
+
+
+def test_config_hash_is_stable_and_sensitive():
+    first = load_config(env={})
+    assert first.config_hash() == load_config(env={}).config_hash()
+    assert first.config_hash() != load_config(env={}, overrides=["train.lr=0.5"]).config_hash()
+
+
+def test_argparse_integration():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--config", "cluster", "--set", "scoring.top_k=50"])
+    config = config_from_args(args)
+    assert (config.profile, config.scoring.top_k) == ("cluster", 50)
+
+
+def test_config_is_immutable(base_config):
+    with pytest.raises(Exception, match="frozen"):
+        base_config.train.lr = 1.0  # type: ignore[misc]
