@@ -1,0 +1,401 @@
+"""The ``sequences`` table as model input: vocabularies, leave-one-out views, padded batches.
+
+The Spark pipeline writes one row per user (``run_date``, ``user_id``, chronological
+``item_ids`` / ``timestamps`` arrays, per-position ``split`` markers: 0 train, 1 valid,
+2 test). :class:`SequenceData` turns one run's rows into contiguous indices and flat arrays:
+
+- items are indexed 1..N in ascending raw-id order (0 is padding); users 0..U-1. Both
+  vocabularies are plain JSON (:meth:`IdVocab.to_dict`) and are saved with the model so
+  scores map back to raw MovieLens ids;
+- rows are sorted by ``user_id`` and positions are taken in table order, never re-sorted:
+  events with equal timestamps keep the order the pipeline gave them.
+
+Views (:meth:`SequenceData.view`) are what the trainer and the evaluator iterate:
+
+==========  ===========================  ==============  =========================
+view        input positions              target          ``target_time``
+==========  ===========================  ==============  =========================
+``train``   train (every prefix trains)  none (0)        0
+``valid``   train                        the valid item  the valid item's timestamp
+``test``    train + valid                the test item   the test item's timestamp
+``full``    all (for nightly scoring)    none (0)        0
+==========  ===========================  ==============  =========================
+
+A user is in ``valid`` and ``test`` only with one valid and one test position and at least
+one train position before them, i.e. with 3 or more events: users with fewer events
+(``[train]`` or ``[train, test]``) are used for training only, as the issue specifies; a
+training sequence needs 2 or more train positions to hold a next-item pair.
+The production variant of evaluation feeds the run's timestamp instead of ``target_time``
+(see :mod:`model.evaluate`). Inputs longer than ``max_len`` keep their most recent positions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader
+
+PADDING_INDEX = 0
+SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST = 0, 1, 2
+SEQUENCE_COLUMNS = ("user_id", "item_ids", "timestamps", "split")
+
+ViewName = Literal["train", "valid", "test", "full"]
+
+
+class SequenceDataError(ValueError):
+    """The sequences table breaks its contract (missing column, bad split markers, ...)."""
+
+
+class IdVocab:
+    """Raw ids <-> contiguous indices ``first_index .. first_index + len - 1`` (ascending raw id)."""
+
+    def __init__(self, raw_ids: Iterable[int], first_index: int) -> None:
+        ids = np.asarray(list(raw_ids) if not isinstance(raw_ids, np.ndarray) else raw_ids, dtype=np.int64)
+        if ids.size and np.any(np.diff(ids) <= 0):
+            raise SequenceDataError("vocabulary raw ids must be unique and ascending")
+        self.raw_ids = ids
+        self.first_index = first_index
+
+    @classmethod
+    def build(cls, values: np.ndarray, first_index: int) -> IdVocab:
+        return cls(np.unique(np.asarray(values, dtype=np.int64)), first_index)
+
+    def __len__(self) -> int:
+        return int(self.raw_ids.size)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, IdVocab)
+            and self.first_index == other.first_index
+            and np.array_equal(self.raw_ids, other.raw_ids)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def encode(self, raw: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Indices of ``raw`` ids; an id outside the vocabulary raises :class:`KeyError`."""
+        raw = np.asarray(raw, dtype=np.int64)
+        position = np.searchsorted(self.raw_ids, raw)
+        clipped = np.minimum(position, max(len(self) - 1, 0))
+        known = (
+            (position < len(self)) & (self.raw_ids[clipped] == raw) if len(self) else np.zeros_like(raw, bool)
+        )
+        if not np.all(known):
+            unknown = np.unique(raw[~known])
+            raise KeyError(f"{unknown.size} id(s) not in the vocabulary, e.g. {unknown[:5].tolist()}")
+        return clipped + self.first_index
+
+    def decode(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Raw ids of ``index``; padding or an index out of range raises :class:`IndexError`."""
+        position = np.asarray(index, dtype=np.int64) - self.first_index
+        if np.any((position < 0) | (position >= len(self))):
+            raise IndexError(f"index outside {self.first_index}..{self.first_index + len(self) - 1}")
+        return self.raw_ids[position]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"first_index": self.first_index, "raw_ids": self.raw_ids.tolist()}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> IdVocab:
+        return cls(np.asarray(payload["raw_ids"], dtype=np.int64), int(payload["first_index"]))
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Padded model input: left-aligned, right-padded with 0; int64 throughout."""
+
+    users: torch.Tensor  # [B] user index
+    items: torch.Tensor  # [B, L] item index, 0 = padding
+    timestamps: torch.Tensor  # [B, L] seconds, 0 = padding
+    lengths: torch.Tensor  # [B] number of valid positions (>= 1)
+    targets: torch.Tensor  # [B] item index to predict (0 in train/full views)
+    target_time: torch.Tensor  # [B] the target's timestamp (0 in train/full views)
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        return SequenceBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+
+@dataclass(frozen=True)
+class SplitView:
+    """One view of the users: where each input starts in the flat arrays, its length, its target."""
+
+    name: ViewName
+    users: np.ndarray  # [V] user index
+    starts: np.ndarray  # [V] offset of the first input position in the flat arrays
+    lengths: np.ndarray  # [V]
+    targets: np.ndarray  # [V]
+    target_time: np.ndarray  # [V]
+    flat_items: np.ndarray
+    flat_timestamps: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.users.size)
+
+    def collate(self, rows: Sequence[int]) -> SequenceBatch:
+        """The padded batch of view rows ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        width = int(lengths.max()) if rows.size else 0
+        positions = np.arange(width, dtype=np.int64)
+        valid = positions[None, :] < lengths[:, None]
+        flat_index = np.where(valid, self.starts[rows][:, None] + positions[None, :], 0)
+        items = np.where(valid, self.flat_items[flat_index], PADDING_INDEX)
+        timestamps = np.where(valid, self.flat_timestamps[flat_index], 0)
+        return SequenceBatch(
+            users=torch.from_numpy(self.users[rows].copy()),
+            items=torch.from_numpy(items),
+            timestamps=torch.from_numpy(timestamps),
+            lengths=torch.from_numpy(lengths.copy()),
+            targets=torch.from_numpy(self.targets[rows].copy()),
+            target_time=torch.from_numpy(self.target_time[rows].copy()),
+        )
+
+    def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """Batches in row order, or shuffled by a generator seeded with ``seed`` (same seed, same order).
+
+        The loader always has its own generator, so iterating it never draws from torch's global RNG.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            range(len(self)),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=self.collate,
+        )
+
+
+class SequenceData:
+    """One run's sequences as contiguous indices in flat (CSR-like) arrays, sorted by user id."""
+
+    def __init__(
+        self,
+        item_vocab: IdVocab,
+        user_vocab: IdVocab,
+        offsets: np.ndarray,
+        items: np.ndarray,
+        timestamps: np.ndarray,
+        split: np.ndarray,
+    ) -> None:
+        self.item_vocab = item_vocab
+        self.user_vocab = user_vocab
+        self.offsets = offsets  # [U + 1]: user u owns flat positions offsets[u]:offsets[u + 1]
+        self.items = items
+        self.timestamps = timestamps
+        self.split = split
+        # the user index of every flat position
+        self.owner = np.repeat(np.arange(len(user_vocab), dtype=np.int64), np.diff(offsets))
+        per_user = [np.bincount(self.owner[split == code], minlength=len(user_vocab)) for code in range(3)]
+        self.n_train = per_user[SPLIT_TRAIN]
+        self.evaluable = (per_user[SPLIT_VALID] == 1) & (per_user[SPLIT_TEST] == 1) & (self.n_train >= 1)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_vocab)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_vocab)
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, item_vocab: IdVocab | None = None) -> SequenceData:
+        """Validate and index a ``sequences`` table (one run's rows).
+
+        ``item_vocab`` reuses a saved vocabulary (its items must cover the table's);
+        by default the vocabulary is every item in the table.
+        """
+        missing = [name for name in SEQUENCE_COLUMNS if name not in table.column_names]
+        if missing:
+            raise SequenceDataError(f"sequences table lacks column(s) {missing}; it has {table.column_names}")
+        if table.num_rows == 0:
+            raise SequenceDataError("sequences table has no rows (wrong run_date?)")
+        user_ids = table.column("user_id").to_numpy().astype(np.int64)
+        order = np.argsort(user_ids, kind="stable")
+        if np.any(np.diff(user_ids[order]) == 0):
+            duplicated = np.unique(user_ids[order][1:][np.diff(user_ids[order]) == 0])
+            raise SequenceDataError(f"user_id must be unique per run; repeated: {duplicated[:5].tolist()}")
+        columns = {name: _list_column(table, name) for name in ("item_ids", "timestamps", "split")}
+        lengths = columns["item_ids"][0]
+        for name in ("timestamps", "split"):
+            bad = np.flatnonzero(columns[name][0] != lengths)
+            if bad.size:
+                raise SequenceDataError(
+                    f"user_id {user_ids[bad[0]]}: {name} has {columns[name][0][bad[0]]} entries, "
+                    f"item_ids has {lengths[bad[0]]}"
+                )
+        if np.any(lengths == 0):
+            raise SequenceDataError(f"user_id {user_ids[np.argmax(lengths == 0)]}: empty sequence")
+        row_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        take = flat_positions(row_starts[order], lengths[order])
+        offsets = np.concatenate([[0], np.cumsum(lengths[order])]).astype(np.int64)
+        raw_items = columns["item_ids"][1][take]
+        timestamps = columns["timestamps"][1][take]
+        split = columns["split"][1][take].astype(np.int8)
+        _check_positions(user_ids[order], offsets, timestamps, split)
+        vocab = item_vocab or IdVocab.build(raw_items, first_index=1)
+        try:
+            items = vocab.encode(raw_items)
+        except KeyError as exc:
+            raise SequenceDataError(
+                f"sequences hold items the saved vocabulary lacks: {exc.args[0]}; retrain the model"
+            ) from None
+        return cls(vocab, IdVocab(user_ids[order], first_index=0), offsets, items, timestamps, split)
+
+    def view(self, name: ViewName, max_len: int | None = None) -> SplitView:
+        """The ``train`` / ``valid`` / ``test`` / ``full`` view (see the module docstring)."""
+        if name == "train":
+            users = np.flatnonzero(self.n_train >= 2)
+            lengths = self.n_train[users]
+        elif name in ("valid", "test"):
+            users = np.flatnonzero(self.evaluable)
+            lengths = self.n_train[users] + (name == "test")
+        elif name == "full":
+            users = np.arange(self.n_users)
+            lengths = np.diff(self.offsets)
+        else:
+            raise ValueError(f"unknown view {name!r}; expected train, valid, test or full")
+        starts = self.offsets[users]
+        if name in ("valid", "test"):
+            targets, target_time = self.items[starts + lengths], self.timestamps[starts + lengths]
+        else:
+            targets = target_time = np.zeros(users.size, dtype=np.int64)
+        if max_len is not None:
+            cut = np.maximum(lengths - max_len, 0)
+            starts, lengths = starts + cut, lengths - cut
+        return SplitView(
+            name=name,
+            users=users.astype(np.int64),
+            starts=starts.astype(np.int64),
+            lengths=lengths.astype(np.int64),
+            targets=targets.astype(np.int64),
+            target_time=target_time.astype(np.int64),
+            flat_items=self.items,
+            flat_timestamps=self.timestamps,
+        )
+
+    def seen(self, name: ViewName) -> sp.csr_matrix:
+        """Boolean [n_users, n_items + 1] matrix of the items in each user's input part of ``name``.
+
+        Production evaluation masks these; ``full`` (every position) is what nightly scoring masks.
+        Only events inside the table are known: history cut by the pipeline's truncation is not.
+        """
+        limit = {"train": SPLIT_VALID, "valid": SPLIT_VALID, "test": SPLIT_TEST, "full": SPLIT_TEST + 1}[name]
+        keep = self.split < limit
+        rows = self.owner[keep]
+        matrix = sp.csr_matrix(
+            (np.ones(rows.size, dtype=bool), (rows, self.items[keep])), shape=(self.n_users, self.n_items + 1)
+        )
+        matrix.sum_duplicates()
+        return matrix
+
+    def interactions(self, split: int) -> pd.DataFrame:
+        """Raw ``user_id, item_id, timestamp`` of every position marked ``split`` (0, 1 or 2)."""
+        keep = self.split == split
+        users = self.owner[keep]
+        return pd.DataFrame(
+            {
+                "user_id": self.user_vocab.decode(users),
+                "item_id": self.item_vocab.decode(self.items[keep]),
+                "timestamp": self.timestamps[keep],
+            }
+        )
+
+    def item_counts(self, name: ViewName = "train") -> np.ndarray:
+        """[n_items + 1] occurrences of each item in the input positions of view ``name`` (index 0: 0)."""
+        view = self.view(name)
+        return np.bincount(self.items[flat_positions(view.starts, view.lengths)], minlength=self.n_items + 1)
+
+    def vocab_dict(self) -> dict[str, Any]:
+        """Both vocabularies, JSON-ready (saved with the model)."""
+        return {"items": self.item_vocab.to_dict(), "users": self.user_vocab.to_dict()}
+
+
+def model_arguments(
+    method: Callable[..., Any], batch: SequenceBatch, query_time: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Keyword arguments of a model method from a batch.
+
+    Every model takes ``items, timestamps, lengths`` (and ``query_time`` to predict); a
+    model that also takes ``users`` (NCF) gets them: one trainer and one evaluator for all.
+    """
+    accepted = _parameter_names(getattr(method, "__func__", method))
+    arguments = {name: getattr(batch, name) for name in ("items", "timestamps", "lengths", "users")}
+    if query_time is not None:
+        arguments["query_time"] = query_time
+    if accepted is None:
+        return arguments
+    return {name: value for name, value in arguments.items() if name in accepted}
+
+
+@functools.cache
+def _parameter_names(function: Callable[..., Any]) -> frozenset[str] | None:
+    """Names a function accepts by keyword, or None when it takes ``**kwargs``."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters)
+
+
+def flat_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(start, start + length)`` for each pair, without a Python loop."""
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    segment_begin = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - segment_begin, lengths)
+
+
+def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(per-row lengths, flat values) of a list column; a null list is a contract error."""
+    column = table.column(name)
+    if column.null_count:
+        raise SequenceDataError(f"column {name} has {column.null_count} null row(s)")
+    lengths = pc.list_value_length(column).to_numpy().astype(np.int64)
+    values = pc.list_flatten(column)
+    if values.null_count:
+        raise SequenceDataError(f"column {name} has null elements")
+    return lengths, values.to_numpy().astype(np.int64)
+
+
+def _check_positions(
+    user_ids: np.ndarray, offsets: np.ndarray, timestamps: np.ndarray, split: np.ndarray
+) -> None:
+    """Chronological timestamps and split markers of the form train*, [valid], [test] per user."""
+    if np.any((split < SPLIT_TRAIN) | (split > SPLIT_TEST)):
+        raise SequenceDataError(f"split markers must be 0, 1 or 2; found {np.unique(split).tolist()}")
+    continues_user = np.ones(timestamps.size, dtype=bool)  # position has a predecessor of the same user
+    continues_user[offsets[:-1]] = False
+    owner = np.repeat(user_ids, np.diff(offsets))
+    split_step = np.diff(split.astype(np.int64), prepend=0)
+    problems = (
+        (np.diff(timestamps, prepend=0) < 0, "timestamps are not chronological"),
+        (split_step < 0, "split markers decrease (a train position after valid/test)"),
+        ((split_step == 0) & (split != SPLIT_TRAIN), "more than one valid or test position"),
+    )
+    for mask, problem in problems:
+        hits = np.flatnonzero(mask & continues_user)
+        if hits.size:
+            raise SequenceDataError(f"user_id {owner[hits[0]]}: {problem}")
+
+
+def read_sequences(path: str, run_date: dt.date) -> pa.Table:
+    """The ``run_date`` partition of the sequences Delta table at ``path`` (delta-rs, no JVM)."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(path).to_pyarrow_table(filters=[("run_date", "=", run_date)])
+    if table.num_rows == 0:
+        raise SequenceDataError(f"{path}: no sequences for run_date {run_date.isoformat()}")
+    return table

@@ -1,0 +1,166 @@
+"""Leave-one-out full-ranking evaluation: HR, NDCG and MRR at K against every item.
+
+Each evaluated user has one target (the valid or the test item, see :mod:`model.data`) and
+the model scores all items (``full_sort_predict``). Two variants, both reported:
+
+- ``paper``: the protocol of SS4Rec's paper and RecBole's sequential benchmarks as the
+  paper ran them: seen items are not masked and the query time is the target's own
+  timestamp (which production cannot know);
+- ``production``: items in the user's input are masked (score -inf) and the query time is
+  the run's timestamp, clamped to be no earlier than the user's last input event.
+  A target the user had already seen is masked too and counts as a miss: production never
+  recommends a seen item.
+
+Ranks: ``rank = 1 + number of items scored strictly higher than the target``, over items
+1..N (column 0, padding, never counts). RecBole's collector takes ``torch.topk`` of the
+score matrix and reads where the target lands, so the two agree whenever the target's score
+is not tied with another item's; on ties RecBole's position depends on topk's internal
+order while this rule is the optimistic end (the target first among equals). A target
+scored -inf (masked) or NaN never hits. Per user, with ``r`` the rank and ``k`` a cut-off:
+HR@k = [r <= k], NDCG@k = [r <= k] / log2(r + 1) (one relevant item, so IDCG = 1),
+MRR@k = [r <= k] / r; each is averaged over users, as RecBole's Hit, NDCG and MRR do.
+
+Memory stays bounded: users are scored ``batch_size`` at a time and ranks come from one
+comparison with the target's score, never from sorting every item.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from model.data import SequenceBatch, SequenceData, SplitView, ViewName, model_arguments
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["paper", "production"]
+VARIANTS: tuple[Variant, ...] = ("paper", "production")
+METRICS = ("hr", "ndcg", "mrr")
+
+
+def run_timestamp(run_date: dt.date) -> int:
+    """The production query time of a run: midnight UTC at the end of ``run_date`` (seconds).
+
+    A run's partition holds events up to the end of its logical date.
+    """
+    end = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return int(end.timestamp())
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[B] 1-based rank of each target among items 1..N of ``scores`` [B, N + 1].
+
+    A target scored -inf or NaN gets rank N + 1, beyond every cut-off.
+    """
+    target_score = scores.gather(1, targets[:, None])
+    ranks = 1 + (scores[:, 1:] > target_score).sum(dim=1)
+    never = torch.isneginf(target_score[:, 0]) | torch.isnan(target_score[:, 0]) | (targets == 0)
+    return torch.where(never, torch.full_like(ranks, scores.shape[1]), ranks)
+
+
+def metric_sums(ranks: torch.Tensor, ks: Iterable[int]) -> dict[str, float]:
+    """Per-metric sums over the users of ``ranks`` (divide by the user count for the mean)."""
+    ranks = ranks.to(torch.float64)
+    sums = {}
+    for k in ks:
+        hit = (ranks <= k).to(torch.float64)
+        sums[f"hr@{k}"] = float(hit.sum())
+        sums[f"ndcg@{k}"] = float((hit / torch.log2(ranks + 1)).sum())
+        sums[f"mrr@{k}"] = float((hit / ranks).sum())
+    return sums
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: Iterable[int]) -> dict[str, float]:
+    """Mean HR/NDCG/MRR at each k (keys ``hr@10``, ``ndcg@10``, ``mrr@10``, ...)."""
+    return {name: value / max(len(ranks), 1) for name, value in metric_sums(ranks, ks).items()}
+
+
+def mask_seen(scores: torch.Tensor, seen: sp.csr_matrix, users: torch.Tensor) -> torch.Tensor:
+    """``scores`` with each row's seen items (rows of ``seen`` for ``users``) set to -inf (out of place)."""
+    rows_of = seen[users.cpu().numpy()]
+    rows = np.repeat(np.arange(rows_of.shape[0]), np.diff(rows_of.indptr))
+    index = (
+        torch.from_numpy(rows).to(scores.device),
+        torch.from_numpy(rows_of.indices.astype(np.int64)).to(scores.device),
+    )
+    return scores.index_put(index, torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
+
+
+def query_times(batch: SequenceBatch, variant: Variant, run_time: int | None) -> torch.Tensor:
+    """[B] the query time fed to the model: the target's timestamp, or the run's (production)."""
+    if variant == "paper":
+        return batch.target_time
+    if run_time is None:
+        raise ValueError("the production variant needs the run's timestamp (run_time)")
+    last_input = batch.timestamps.gather(1, (batch.lengths - 1)[:, None]).squeeze(1)
+    return torch.clamp(last_input, min=run_time)
+
+
+@torch.no_grad()
+def evaluate_view(
+    model: nn.Module,
+    view: SplitView,
+    ks: Sequence[int],
+    variant: Variant = "paper",
+    seen: sp.csr_matrix | None = None,
+    run_time: int | None = None,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Mean metrics of ``model`` over the users of ``view`` (``seen`` is required for production)."""
+    if variant == "production" and seen is None:
+        raise ValueError("the production variant masks seen items: pass seen=data.seen(view.name)")
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    try:
+        for batch in view.loader(batch_size):
+            batch = batch.to(device)
+            query_time = query_times(batch, variant, run_time)
+            scores = model.full_sort_predict(**model_arguments(model.full_sort_predict, batch, query_time))
+            scores = scores.float()
+            if variant == "production":
+                scores = mask_seen(scores, seen, batch.users)
+            for name, value in metric_sums(target_ranks(scores, batch.targets), ks).items():
+                totals[name] = totals.get(name, 0.0) + value
+    finally:
+        model.train(was_training)
+    return {name: value / max(len(view), 1) for name, value in totals.items()}
+
+
+def evaluate(
+    model: nn.Module,
+    data: SequenceData,
+    split: ViewName,
+    ks: Sequence[int],
+    variants: Sequence[Variant] = VARIANTS,
+    run_time: int | None = None,
+    max_len: int | None = None,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """``{variant: metrics}`` of ``model`` on the ``valid`` or ``test`` users of ``data``."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"evaluation needs a split with targets (valid or test), got {split!r}")
+    view = data.view(split, max_len=max_len)
+    results = {}
+    for variant in variants:
+        results[variant] = evaluate_view(
+            model,
+            view,
+            ks,
+            variant=variant,
+            seen=data.seen(split) if variant == "production" else None,
+            run_time=run_time,
+            batch_size=batch_size,
+            device=device,
+        )
+    log.info("%s: %d users evaluated", split, len(view))
+    return results

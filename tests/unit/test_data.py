@@ -1,0 +1,211 @@
+"""SequenceData: vocabularies, leave-one-out views, batches, seen items, contract errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from model.data import (
+    IdVocab,
+    SequenceData,
+    SequenceDataError,
+    model_arguments,
+    read_sequences,
+)
+from tests.sequence_fixtures import build_sequences_table, ratings_frame, write_sequences_delta
+
+# user 7: one event; user 3: two; user 5: three; user 9: six, with equal timestamps inside.
+EVENTS = {
+    7: [(100, 50)],
+    3: [(200, 10), (100, 20)],
+    5: [(300, 5), (200, 6), (400, 7)],
+    9: [(100, 1), (500, 2), (300, 2), (200, 2), (600, 3), (700, 3)],
+}
+
+
+@pytest.fixture()
+def data() -> SequenceData:
+    return SequenceData.from_arrow(build_sequences_table(ratings_frame(EVENTS)))
+
+
+def test_vocab_round_trip_through_json() -> None:
+    vocab = IdVocab.build(np.array([30, 10, 20, 10]), first_index=1)
+    assert vocab.raw_ids.tolist() == [10, 20, 30]
+    assert vocab.encode([20, 30, 10]).tolist() == [2, 3, 1]
+    assert vocab.decode(vocab.encode([30, 20])).tolist() == [30, 20]
+    assert IdVocab.from_dict(json.loads(json.dumps(vocab.to_dict()))) == vocab
+    with pytest.raises(KeyError, match="1 id"):
+        vocab.encode([20, 99])
+    with pytest.raises(IndexError):
+        vocab.decode([0])
+
+
+def test_indices_are_contiguous_and_sorted(data: SequenceData) -> None:
+    assert data.item_vocab.raw_ids.tolist() == [100, 200, 300, 400, 500, 600, 700]
+    assert data.user_vocab.raw_ids.tolist() == [3, 5, 7, 9]
+    assert data.n_items == 7 and data.n_users == 4
+    assert data.items.min() == 1
+
+
+def test_splits_follow_leave_one_out_with_short_users_train_only(data: SequenceData) -> None:
+    decode_users = data.user_vocab.decode
+    train = data.view("train")
+    assert decode_users(train.users).tolist() == [9]  # 5 has one train event: no next-item pair
+    assert train.lengths.tolist() == [4]
+
+    valid = data.view("valid")
+    assert decode_users(valid.users).tolist() == [5, 9]  # 3 ([train, test]) and 7 ([train]) are train only
+    assert valid.lengths.tolist() == [1, 4]
+    assert data.item_vocab.decode(valid.targets).tolist() == [200, 600]
+    assert valid.target_time.tolist() == [6, 3]
+
+    test = data.view("test")
+    assert test.lengths.tolist() == [2, 5]
+    assert data.item_vocab.decode(test.targets).tolist() == [400, 700]
+    assert test.target_time.tolist() == [7, 3]
+
+
+def test_equal_timestamps_keep_table_order(data: SequenceData) -> None:
+    batch = data.view("test").collate([1])
+    # equal times (2, 2, 2) are ordered by item id in the fixture and never re-sorted afterwards
+    assert data.item_vocab.decode(batch.items[0, :5].numpy()).tolist() == [100, 200, 300, 500, 600]
+    assert batch.timestamps[0, :5].tolist() == [1, 2, 2, 2, 3]
+
+
+def test_row_order_of_the_table_does_not_matter(data: SequenceData) -> None:
+    table = build_sequences_table(ratings_frame(EVENTS))
+    shuffled = SequenceData.from_arrow(table.take([2, 0, 3, 1]))
+    assert shuffled.user_vocab == data.user_vocab
+    assert np.array_equal(shuffled.items, data.items)
+    assert np.array_equal(shuffled.offsets, data.offsets)
+
+
+def test_batches_are_right_padded_int64(data: SequenceData) -> None:
+    batch = data.view("test").collate([0, 1])
+    assert batch.items.dtype == batch.timestamps.dtype == batch.lengths.dtype == torch.int64
+    assert batch.items.shape == (2, 5)
+    assert batch.lengths.tolist() == [2, 5]
+    assert batch.items[0, 2:].tolist() == [0, 0, 0]
+    assert batch.timestamps[0, 2:].tolist() == [0, 0, 0]
+    assert data.user_vocab.decode(batch.users).tolist() == [5, 9]
+
+
+def test_max_len_keeps_the_most_recent_positions(data: SequenceData) -> None:
+    full = data.view("test")
+    cut = data.view("test", max_len=3)
+    assert cut.lengths.tolist() == [2, 3]
+    assert cut.collate([1]).items[0].tolist() == full.collate([1]).items[0, 2:].tolist()
+    assert cut.targets.tolist() == full.targets.tolist()
+
+
+def test_shuffling_is_seeded() -> None:
+    events = {user: [(item, item) for item in range(1, 6)] for user in range(1, 41)}
+    view = SequenceData.from_arrow(build_sequences_table(ratings_frame(events))).view("train")
+
+    def order(seed: int) -> list[int]:
+        return torch.cat([b.users for b in view.loader(8, shuffle=True, seed=seed)]).tolist()
+
+    assert order(1) == order(1)
+    assert order(1) != order(2)
+    assert sorted(order(1)) == list(range(40))
+    assert torch.cat([b.users for b in view.loader(8)]).tolist() == list(range(40))
+
+
+def test_seen_holds_the_input_part(data: SequenceData) -> None:
+    user = int(data.user_vocab.encode([9])[0])
+    decode = data.item_vocab.decode
+    assert decode(data.seen("valid")[user].indices).tolist() == [100, 200, 300, 500]
+    assert decode(data.seen("test")[user].indices).tolist() == [100, 200, 300, 500, 600]
+    assert decode(data.seen("full")[user].indices).tolist() == [100, 200, 300, 500, 600, 700]
+    assert data.seen("test").shape == (4, 8)
+
+
+def test_interactions_and_counts(data: SequenceData) -> None:
+    test_events = data.interactions(2)
+    assert test_events.to_dict("list") == {
+        "user_id": [3, 5, 9],
+        "item_id": [100, 400, 700],
+        "timestamp": [20, 7, 3],
+    }
+    counts = data.item_counts("train")
+    assert counts[data.item_vocab.encode([100, 200, 300, 500])].tolist() == [1, 1, 1, 1]
+    assert counts.sum() == 4
+
+
+def _table_with(column: str, rows: list) -> pa.Table:
+    table = build_sequences_table(ratings_frame({1: [(10, 1), (11, 2), (12, 3)]}))
+    index = table.column_names.index(column)
+    return table.set_column(index, column, pa.array(rows, type=table.schema.field(column).type))
+
+
+@pytest.mark.parametrize(
+    ("column", "rows", "message"),
+    [
+        ("split", [[0, 2, 1]], "user_id 1: split markers decrease"),
+        ("split", [[0, 2, 2]], "user_id 1: more than one valid or test"),
+        ("split", [[0, 1, 3]], "split markers must be 0, 1 or 2"),
+        ("timestamps", [[1, 3, 2]], "user_id 1: timestamps are not chronological"),
+        ("timestamps", [[1, 2]], "user_id 1: timestamps has 2 entries, item_ids has 3"),
+    ],
+)
+def test_contract_violations_name_the_user(column: str, rows: list, message: str) -> None:
+    with pytest.raises(SequenceDataError, match=message):
+        SequenceData.from_arrow(_table_with(column, rows))
+
+
+def test_missing_column_is_reported() -> None:
+    table = build_sequences_table(ratings_frame(EVENTS)).drop_columns(["split"])
+    with pytest.raises(SequenceDataError, match=r"lacks column\(s\) \['split'\]"):
+        SequenceData.from_arrow(table)
+
+
+def test_saved_vocabulary_is_reused_and_must_cover_items(data: SequenceData) -> None:
+    table = build_sequences_table(ratings_frame(EVENTS))
+    again = SequenceData.from_arrow(table, item_vocab=data.item_vocab)
+    assert np.array_equal(again.items, data.items)
+    smaller = IdVocab(np.array([100, 200]), first_index=1)
+    with pytest.raises(SequenceDataError, match="retrain"):
+        SequenceData.from_arrow(table, item_vocab=smaller)
+
+
+def test_read_sequences_takes_one_run_date(tmp_path) -> None:
+    ratings = ratings_frame(EVENTS)
+    path = tmp_path / "sequences"
+    write_sequences_delta(build_sequences_table(ratings, run_date=dt.date(2024, 1, 1)), path)
+    write_sequences_delta(build_sequences_table(ratings.iloc[:5], run_date=dt.date(2024, 1, 2)), path)
+    assert read_sequences(str(path), dt.date(2024, 1, 1)).num_rows == 4
+    assert read_sequences(str(path), dt.date(2024, 1, 2)).num_rows == 3  # users 7, 3 and 5
+    with pytest.raises(SequenceDataError, match="no sequences for run_date 2024-01-03"):
+        read_sequences(str(path), dt.date(2024, 1, 3))
+
+
+def test_model_arguments_pass_users_only_where_accepted(data: SequenceData) -> None:
+    batch = data.view("test").collate([0])
+
+    def sequential(
+        items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor, query_time: torch.Tensor
+    ):
+        return None
+
+    def with_users(
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        query_time: torch.Tensor,
+        users: torch.Tensor,
+    ):
+        return None
+
+    assert set(model_arguments(sequential, batch, batch.target_time)) == {
+        "items",
+        "timestamps",
+        "lengths",
+        "query_time",
+    }
+    assert "users" in model_arguments(with_users, batch, batch.target_time)
+    assert "query_time" not in model_arguments(sequential, batch)

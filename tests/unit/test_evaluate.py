@@ -1,0 +1,170 @@
+"""Evaluator: agreement with RecBole's metrics, masking, ties, query times, batching."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import torch
+from torch import nn
+
+from model.data import SequenceData
+from model.evaluate import evaluate, evaluate_view, metrics_from_ranks, run_timestamp, target_ranks
+from tests.sequence_fixtures import build_sequences_table, ratings_frame
+
+KS = [5, 10, 20]
+
+
+class FixedScores(nn.Module):
+    """Scores from a fixed [n_users, n_items + 1] matrix, row = user index; records query times."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__()
+        self.scores = scores
+        self.query_times: list[torch.Tensor] = []
+
+    def full_sort_predict(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        query_time: torch.Tensor,
+        users: torch.Tensor,
+    ) -> torch.Tensor:
+        self.query_times.append(query_time)
+        return self.scores[users]
+
+
+def recbole_metrics(scores: torch.Tensor, targets: torch.Tensor, ks: list[int]) -> dict[str, float]:
+    """RecBole's own path: the collector's topk pos_index, then metrics.Hit / NDCG / MRR."""
+    from model.recbole_compat import import_recbole
+
+    import_recbole()
+    from recbole.evaluator.collector import DataStruct
+    from recbole.evaluator.metrics import MRR, NDCG, Hit
+
+    _, topk_index = torch.topk(scores, max(ks), dim=-1)
+    positives = torch.zeros_like(scores, dtype=torch.int)
+    positives[torch.arange(len(targets)), targets] = 1
+    rec_topk = torch.cat([positives.gather(1, topk_index), positives.sum(dim=1, keepdim=True)], dim=1)
+    data_struct = DataStruct()
+    data_struct.set("rec.topk", rec_topk)
+    config = {"topk": ks, "metric_decimal_place": 12}
+    results = {}
+    for metric in (Hit(config), NDCG(config), MRR(config)):
+        results.update(metric.calculate_metric(data_struct))
+    return {name.replace("hit@", "hr@"): value for name, value in results.items()}
+
+
+def random_problem(n_users: int = 300, n_items: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n_users, n_items + 1, generator=generator)
+    scores[:, 0] = float("-inf")
+    targets = torch.randint(1, n_items + 1, (n_users,), generator=generator)
+    # make some targets land in the top 20 so every metric is far from 0
+    boost = torch.rand(n_users, generator=generator) < 0.4
+    scores[boost, targets[boost]] += 2.0
+    return scores, targets
+
+
+def test_metrics_equal_recbole_on_a_random_score_matrix() -> None:
+    scores, targets = random_problem()
+    ours = metrics_from_ranks(target_ranks(scores, targets), KS)
+    reference = recbole_metrics(scores, targets, KS)
+    assert set(ours) == set(reference)
+    for name, value in reference.items():
+        assert ours[name] == pytest.approx(value, abs=1e-10), name
+    assert 0.1 < ours["hr@10"] < 0.9
+
+
+def one_event_per_user(n_users: int, n_items: int) -> SequenceData:
+    """Users 0..n-1 with history [item a, item b] (train, valid) then test item c."""
+    events = {
+        user: [((user % n_items) + 1, 10), (((user + 1) % n_items) + 1, 20), (((user + 2) % n_items) + 1, 30)]
+        for user in range(n_users)
+    }
+    return SequenceData.from_arrow(build_sequences_table(ratings_frame(events)))
+
+
+def test_evaluate_view_equals_recbole_through_the_whole_path() -> None:
+    data = one_event_per_user(n_users=120, n_items=40)
+    view = data.view("test")
+    scores, _ = random_problem(n_users=data.n_users, n_items=data.n_items, seed=3)
+    model = FixedScores(scores)
+    ours = evaluate_view(model, view, KS, variant="paper", batch_size=17)
+    reference = recbole_metrics(scores[view.users], torch.from_numpy(view.targets), KS)
+    for name, value in reference.items():
+        assert ours[name] == pytest.approx(value, abs=1e-10), name
+
+
+def test_ranks_count_strictly_higher_scores_and_skip_padding() -> None:
+    scores = torch.tensor(
+        [
+            [float("-inf"), 1.0, 1.0, 1.0, 1.0],  # all tied: the target is first among equals
+            [float("-inf"), 3.0, 2.0, 2.0, 2.0],  # one strictly higher, two tied with it
+            [99.0, 0.0, 5.0, 1.0, 2.0],  # column 0 (padding) never counts, even when scored
+            [float("-inf"), 1.0, float("-inf"), 0.0, 0.0],  # a masked target never hits
+        ]
+    )
+    targets = torch.tensor([3, 2, 2, 2])
+    assert target_ranks(scores, targets).tolist() == [1, 2, 1, 5]
+    metrics = metrics_from_ranks(torch.tensor([1, 2, 11]), [10])
+    assert metrics["hr@10"] == pytest.approx(2 / 3)
+    assert metrics["ndcg@10"] == pytest.approx((1 + 1 / torch.log2(torch.tensor(3.0)).item()) / 3)
+    assert metrics["mrr@10"] == pytest.approx((1 + 1 / 2) / 3)
+
+
+def test_production_masks_seen_items_and_paper_does_not() -> None:
+    # user 0: train item 1, valid item 2, test item 3; the model prefers seen items 1 and 2
+    data = SequenceData.from_arrow(build_sequences_table(ratings_frame({0: [(1, 10), (2, 20), (3, 30)]})))
+    scores = torch.tensor([[float("-inf"), 9.0, 8.0, 7.0]])
+    model = FixedScores(scores)
+    results = evaluate(model, data, "test", [1, 5], run_time=1_000)
+    assert results["paper"]["hr@1"] == 0.0 and results["paper"]["mrr@5"] == pytest.approx(1 / 3)
+    assert results["production"]["hr@1"] == 1.0
+    # on the valid split only the train item (1) is masked: valid target 2 ranks first
+    valid = evaluate(model, data, "valid", [1], run_time=1_000)
+    assert valid["production"]["hr@1"] == 1.0 and valid["paper"]["hr@1"] == 0.0
+
+
+def test_a_seen_target_is_a_miss_in_production() -> None:
+    data = SequenceData.from_arrow(build_sequences_table(ratings_frame({0: [(1, 10), (2, 20), (1, 30)]})))
+    model = FixedScores(torch.tensor([[float("-inf"), 9.0, 1.0]]))
+    results = evaluate(model, data, "test", [1, 2], run_time=1_000)
+    assert results["paper"]["hr@1"] == 1.0
+    assert results["production"]["hr@2"] == 0.0
+
+
+def test_query_time_is_the_targets_in_paper_and_the_runs_in_production() -> None:
+    data = SequenceData.from_arrow(
+        build_sequences_table(
+            ratings_frame({0: [(1, 10), (2, 20), (3, 30)], 1: [(1, 10), (2, 500), (3, 900)]})
+        )
+    )
+    model = FixedScores(torch.zeros(2, 4))
+    evaluate_view(model, data.view("test"), [1], variant="paper")
+    assert model.query_times[-1].tolist() == [30, 900]
+    evaluate_view(model, data.view("test"), [1], variant="production", seen=data.seen("test"), run_time=100)
+    assert model.query_times[-1].tolist() == [100, 500]  # never before the user's last input event
+
+
+def test_production_needs_seen_and_run_time() -> None:
+    data = one_event_per_user(n_users=3, n_items=5)
+    model = FixedScores(torch.zeros(3, 6))
+    with pytest.raises(ValueError, match="seen"):
+        evaluate_view(model, data.view("test"), KS, variant="production", run_time=1)
+    with pytest.raises(ValueError, match="run_time"):
+        evaluate(model, data, "test", KS, variants=["production"])
+
+
+def test_batch_size_does_not_change_results() -> None:
+    data = one_event_per_user(n_users=50, n_items=30)
+    model = FixedScores(random_problem(n_users=50, n_items=30, seed=5)[0])
+    small = evaluate(model, data, "test", KS, run_time=10**6, batch_size=3)
+    large = evaluate(model, data, "test", KS, run_time=10**6, batch_size=1000)
+    for variant in small:
+        assert small[variant] == pytest.approx(large[variant], abs=1e-12)
+
+
+def test_run_timestamp_is_the_end_of_the_run_date() -> None:
+    assert run_timestamp(dt.date(1970, 1, 1)) == 86_400
