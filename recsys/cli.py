@@ -12,7 +12,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def configure_logging(level: str | None = None) -> None:
     """Log to stderr at ``level`` (default ``$RECSYS_LOG_LEVEL`` or INFO)."""
-    logging.basicConfig(level=(level or os.environ.get("RECSYS_LOG_LEVEL", "INFO")).upper(), format=LOG_FORMAT)
+    logging.basicConfig(
+        level=(level or os.environ.get("RECSYS_LOG_LEVEL", "INFO")).upper(), format=LOG_FORMAT
+    )
     for noisy in ("py4j", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -34,12 +34,8 @@ ENV_PREFIX = "RECSYS__"
 PROFILE_ENV = "RECSYS_PROFILE"
 DEFAULT_PROFILE = "local"
 
-DatasetName = Literal[
-    "ml-100k", "ml-latest-small", "ml-1m", "ml-20m", "ml-25m", "ml-32m", "synthetic"
-]
-ModelName = Literal[
-    "ss4rec", "ss4rec_s5_only", "ss4rec_mamba_only", "sasrec", "ncf", "pop", "als"
-]
+DatasetName = Literal["ml-100k", "ml-latest-small", "ml-1m", "ml-20m", "ml-25m", "ml-32m", "synthetic"]
+ModelName = Literal["ss4rec", "ss4rec_s5_only", "ss4rec_mamba_only", "sasrec", "ncf", "pop", "als"]
 
 
 class ConfigError(ValueError):
@@ -63,6 +59,7 @@ class TablesConfig(_Section):
     recommendations: str
     model_runs: str
     ratings_raw: str
+    ratings_run_stats: str
 
 
 class SparkConfig(_Section):
@@ -85,6 +82,10 @@ class PipelineConfig(_Section):
     kcore: int = Field(ge=0)
     quarantine_max_ratio: float = Field(ge=0, le=1)
     min_row_ratio_vs_previous: float = Field(ge=0, le=1)
+    rating_scales: dict[str, tuple[float, float]]
+    min_timestamp: int
+    validation_dir: str
+    export_dir: str
 
 
 class ModelConfig(_Section):

@@ -38,7 +38,9 @@ def cached_jars(config: Config) -> list[Path] | None:
     return sorted(jar_dir.glob("*.jar"))
 
 
-def build_spark(config: Config, app_name: str | None = None, extra_conf: dict[str, str] | None = None) -> SparkSession:
+def build_spark(
+    config: Config, app_name: str | None = None, extra_conf: dict[str, str] | None = None
+) -> SparkSession:
     """Get or create the SparkSession for this configuration, Delta enabled."""
     from pyspark.sql import SparkSession
 
@@ -62,19 +64,41 @@ def build_spark(config: Config, app_name: str | None = None, extra_conf: dict[st
     return spark
 
 
+def submit_args(config: Config) -> list[str]:
+    """spark-submit flags that put the cached Delta jars on the driver and executor classpath.
+
+    Under spark-submit the JVM starts before any Python runs, so jars must be given at
+    submit time: ``spark-submit $(python -m recsys.spark --submit-args) job.py ...``.
+    """
+    jars = cached_jars(config)
+    if jars is None:
+        return [
+            "--packages",
+            config.spark.delta_package,
+            "--conf",
+            f"spark.jars.ivy={config.project_path(config.spark.jars_cache)}",
+        ]
+    return ["--jars", ",".join(str(jar) for jar in jars)]
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m recsys.spark --resolve-jars``: fetch the Delta jars into the project cache once."""
+    """Fetch the Delta jars into the project cache once, or print spark-submit flags for them."""
     import argparse
 
     from recsys.cli import configure_logging
     from recsys.config import add_config_arguments, config_from_args
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--resolve-jars", action="store_true", required=True)
+    parser = argparse.ArgumentParser(prog="python -m recsys.spark", description=main.__doc__)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--resolve-jars", action="store_true", help="resolve the Delta jars into the cache")
+    action.add_argument("--submit-args", action="store_true", help="print spark-submit flags for the jars")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging()
     config = config_from_args(args)
+    if args.submit_args:
+        print(" ".join(submit_args(config)))
+        return
     spark = build_spark(config, app_name="resolve-delta-jars")
     spark.stop()
     jars = cached_jars(config)

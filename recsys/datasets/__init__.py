@@ -23,7 +23,11 @@ class RawSource:
 
 def synthetic_path(config: Config) -> Path:
     scale = f"{config.data.synthetic_scale:g}"
-    return Path(config.project_path(config.data.raw_dir)) / f"synthetic-{scale}-{config.data.synthetic_seed}" / "ratings.csv"
+    return (
+        Path(config.project_path(config.data.raw_dir))
+        / f"synthetic-{scale}-{config.data.synthetic_seed}"
+        / "ratings.csv"
+    )
 
 
 def raw_source(config: Config) -> RawSource:

@@ -1,7 +1,7 @@
 """``python -m recsys.datasets``: download a MovieLens release or generate synthetic ratings.
 
-    python -m recsys.datasets download ml-1m [--raw-dir data/raw]
-    python -m recsys.datasets generate --scale 0.1 [--seed N] [--out PATH]
+python -m recsys.datasets download ml-1m [--raw-dir data/raw]
+python -m recsys.datasets generate --scale 0.1 [--seed N] [--out PATH]
 """
 
 from __future__ import annotations
@@ -39,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
 
         scale = args.scale if args.scale is not None else config.data.synthetic_scale
         seed = args.seed if args.seed is not None else config.data.synthetic_seed
-        out = args.out or synthetic_path(config.model_copy(update={"data": config.data.model_copy(
-            update={"synthetic_scale": scale, "synthetic_seed": seed})}))
+        out = args.out or synthetic_path(
+            config.model_copy(
+                update={
+                    "data": config.data.model_copy(update={"synthetic_scale": scale, "synthetic_seed": seed})
+                }
+            )
+        )
         summary = generate_synthetic(out, scale=scale, seed=seed)
         print(summary)
 

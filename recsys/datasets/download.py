@@ -71,7 +71,7 @@ def md5_of(path: Path) -> str:
 def _open(url: str, headers: dict[str, str] | None = None, timeout: float = 30.0):
     request = urllib.request.Request(url, headers={"User-Agent": "movielens-recsys", **(headers or {})})
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - https/http URLs from the registry
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
@@ -106,9 +106,12 @@ def _fetch(url: str, part: Path) -> None:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         mode = "ab" if offset else "wb"
-        with part.open(mode) as out, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc=part.name.removesuffix(".part")
-        ) as bar:
+        with (
+            part.open(mode) as out,
+            tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, desc=part.name.removesuffix(".part")
+            ) as bar,
+        ):
             while True:
                 try:
                     block = response.read(CHUNK_BYTES)
@@ -140,9 +143,7 @@ def download_archive(name: str, raw_dir: Path | str, base_url: str = GROUPLENS_B
         if md5_of(archive) == md5:
             log.info("%s already present and verified", archive)
             return archive
-        raise DownloadError(
-            f"{archive}: exists but its MD5 is not {md5}; delete it and run again"
-        )
+        raise DownloadError(f"{archive}: exists but its MD5 is not {md5}; delete it and run again")
     part = archive.with_name(archive.name + ".part")
     _fetch(f"{base_url}/{release.archive}", part)
     actual = md5_of(part)
@@ -165,7 +166,11 @@ def extract_ratings(archive: Path, release: Release, raw_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     try:
-        with zipfile.ZipFile(archive) as bundle, bundle.open(release.ratings_member) as src, tmp.open("wb") as dst:
+        with (
+            zipfile.ZipFile(archive) as bundle,
+            bundle.open(release.ratings_member) as src,
+            tmp.open("wb") as dst,
+        ):
             shutil.copyfileobj(src, dst, CHUNK_BYTES)
     except KeyError as exc:
         raise DownloadError(f"{archive}: has no member {release.ratings_member}") from exc

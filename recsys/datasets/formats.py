@@ -60,7 +60,12 @@ _FIELD_PARSERS = {
     RATING_COL: float,
     TIMESTAMP_COL: lambda text: _integral(float(text)),
 }
-_ARROW_TYPES = {USER_COL: pa.int64(), ITEM_COL: pa.int64(), RATING_COL: pa.float64(), TIMESTAMP_COL: pa.float64()}
+_ARROW_TYPES = {
+    USER_COL: pa.int64(),
+    ITEM_COL: pa.int64(),
+    RATING_COL: pa.float64(),
+    TIMESTAMP_COL: pa.float64(),
+}
 
 
 class RatingsFormatError(ValueError):
@@ -82,7 +87,9 @@ def format_for(path: Path | str) -> RatingsFormat:
         return FORMATS["ratings.csv"]
     if name.endswith(".inter"):
         return FORMATS["recbole-inter"]
-    raise ValueError(f"{path}: cannot tell the ratings format from the file name; pass one of {sorted(FORMATS)}")
+    raise ValueError(
+        f"{path}: cannot tell the ratings format from the file name; pass one of {sorted(FORMATS)}"
+    )
 
 
 def _integral(value: float) -> int:
@@ -96,7 +103,10 @@ def parse_line(text: str, fmt: RatingsFormat, path: Path | str, line: int) -> tu
     fields = text.rstrip("\r\n").split(fmt.separator)
     if len(fields) != len(RATINGS_COLUMNS):
         raise RatingsFormatError(
-            path, line, "<line>", f"expected {len(RATINGS_COLUMNS)} fields separated by {fmt.separator!r}, got {len(fields)}"
+            path,
+            line,
+            "<line>",
+            f"expected {len(RATINGS_COLUMNS)} fields separated by {fmt.separator!r}, got {len(fields)}",
         )
     parsed = []
     for column, raw in zip(RATINGS_COLUMNS, fields, strict=True):
@@ -113,7 +123,12 @@ def parse_line(text: str, fmt: RatingsFormat, path: Path | str, line: int) -> tu
 def _check_header(first: str, fmt: RatingsFormat, path: Path | str) -> None:
     found = tuple(field.strip() for field in first.rstrip("\r\n").split(fmt.separator))
     if found != fmt.header:
-        raise RatingsFormatError(path, 1, "<header>", f"expected header {fmt.separator.join(fmt.header or ())!r}, got {first.strip()!r}")
+        raise RatingsFormatError(
+            path,
+            1,
+            "<header>",
+            f"expected header {fmt.separator.join(fmt.header or ())!r}, got {first.strip()!r}",
+        )
 
 
 def _locate_error(path: Path, fmt: RatingsFormat) -> RatingsFormatError | None:
@@ -128,7 +143,9 @@ def _locate_error(path: Path, fmt: RatingsFormat) -> RatingsFormatError | None:
     except RatingsFormatError as exc:
         return exc
     except UnicodeDecodeError as exc:
-        return RatingsFormatError(path, _line_of_byte(path, exc.start), "<line>", f"not valid UTF-8: {exc.reason}")
+        return RatingsFormatError(
+            path, _line_of_byte(path, exc.start), "<line>", f"not valid UTF-8: {exc.reason}"
+        )
     return None
 
 
@@ -178,7 +195,9 @@ def read_ratings(path: Path | str, fmt: RatingsFormat | str | None = None) -> pd
     elif isinstance(fmt, str):
         fmt = FORMATS[fmt]
     multi_char = len(fmt.separator) > 1
-    source = pa.PythonFile(_IterStream(_separator_normalised(path, fmt)), mode="r") if multi_char else str(path)
+    source = (
+        pa.PythonFile(_IterStream(_separator_normalised(path, fmt)), mode="r") if multi_char else str(path)
+    )
     try:
         table = pacsv.read_csv(
             source,

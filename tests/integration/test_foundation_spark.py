@@ -34,11 +34,16 @@ def test_publish_partition_is_idempotent_and_isolated(spark, tmp_path: Path):
     path = str(tmp_path / "t")
     rows = [(1, 10), (2, 20)]
     first = with_run_date(spark.createDataFrame(rows, "user_id long, item_id long"), DAY)
-    other = with_run_date(spark.createDataFrame([(9, 90)], "user_id long, item_id long"), DAY - dt.timedelta(1))
+    other = with_run_date(
+        spark.createDataFrame([(9, 90)], "user_id long, item_id long"), DAY - dt.timedelta(1)
+    )
     publish_partition(other, path, DAY - dt.timedelta(1), "run-a")
     publish_partition(first, path, DAY, "run-b")
     publish_partition(first, path, DAY, "run-c")  # rerun of the same date
-    assert sorted(tuple(r) for r in read_partition(spark, path, DAY).select("user_id", "item_id").collect()) == rows
+    assert (
+        sorted(tuple(r) for r in read_partition(spark, path, DAY).select("user_id", "item_id").collect())
+        == rows
+    )
     assert read_partition(spark, path, DAY - dt.timedelta(1)).count() == 1
     history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
     assert [h.userMetadata for h in history] == ["run-a", "run-b", "run-c"]
@@ -83,9 +88,16 @@ def test_job_runs_under_spark_submit_with_its_master(tmp_path: Path):
         f"{lake}']).table_path('ratings_raw'))\n"
         "spark.stop()\n"
     )
+    from recsys.spark import submit_args
+
     done = subprocess.run(
-        [str(spark_submit), "--master", "local[1]", str(probe)],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        [str(spark_submit), *submit_args(config_with_lake(lake)), "--master", "local[1]", str(probe)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MASTER=local[1]" in done.stdout

@@ -33,7 +33,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         return
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         range_header = self.headers.get("Range")
         self.server.requests_seen.append((self.path, range_header))
         body = self.server.files.get(self.path)

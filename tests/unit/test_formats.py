@@ -28,7 +28,12 @@ def _render(fmt_name: str, rows=ROWS) -> str:
 
 @pytest.mark.parametrize(
     ("fmt_name", "file_name"),
-    [("u.data", "u.data"), ("ratings.dat", "ratings.dat"), ("ratings.csv", "ratings.csv"), ("recbole-inter", "x.inter")],
+    [
+        ("u.data", "u.data"),
+        ("ratings.dat", "ratings.dat"),
+        ("ratings.csv", "ratings.csv"),
+        ("recbole-inter", "x.inter"),
+    ],
 )
 def test_each_format_reads_into_one_schema(tmp_path: Path, fmt_name: str, file_name: str):
     path = _write(tmp_path / file_name, _render(fmt_name))
