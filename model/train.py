@@ -377,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         from model.baselines.ncf import rating_report
 
         ratings_path = args.ratings_path or config.table_path("ratings_silver")
-        metrics["rating"] = rating_report(
-            model, data, _read_ratings(ratings_path, args.run_date), config.train.seed
-        )
+        metrics["rating"] = rating_report(model, data, _read_ratings(ratings_path, args.run_date))
     vocab = data.vocab_dict()
     saved_config = {
         "config": config.model_dump(mode="json"),

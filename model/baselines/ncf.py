@@ -9,17 +9,22 @@ batches as the sequential models plus the batch's ``users``; order and time are 
 
 Rating RMSE (the seeds' metric): the ranking network is frozen and a small head predicts
 the explicit rating, ``global mean + user bias + item bias + w . NeuMF features``, fitted
-with MSE on the ratings of training positions (:func:`fit_rating_head`); RMSE is reported
-on the ratings of test positions (:func:`rating_rmse`). Training it leaves ranking untouched.
+by ridge regression on the ratings of training positions (:func:`fit_rating_head`); RMSE is
+reported on the ratings of test positions (:func:`rating_rmse`). Fitting it leaves ranking
+untouched.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
+from scipy.sparse.linalg import lsqr
 from torch import nn
 
 from model.data import SPLIT_TEST, SPLIT_TRAIN, SequenceData
@@ -64,13 +69,12 @@ class NCF(nn.Module):
         self.predict_layer = nn.Linear(self.feature_size, 1)
         self.rating_user_bias = nn.Embedding(config.n_users, 1)
         self.rating_item_bias = nn.Embedding(config.n_items + 1, 1)
-        self.rating_weights = nn.Linear(self.feature_size, 1)
+        self.rating_weights = nn.Linear(self.feature_size, 1, bias=False)
         self.register_buffer("rating_mean", torch.zeros(()))
         for embedding in (self.gmf_user, self.gmf_item, self.mlp_user, self.mlp_item):
             nn.init.normal_(embedding.weight, std=0.01)
         for module in (self.rating_user_bias, self.rating_item_bias, self.rating_weights):
             nn.init.zeros_(module.weight)
-        nn.init.zeros_(self.rating_weights.bias)
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[..., feature_size] NeuMF features of (user, item) pairs of the same shape."""
@@ -112,10 +116,10 @@ class NCF(nn.Module):
         padding = torch.full_like(scores[:, :1], float("-inf"))
         return torch.cat([padding, scores], dim=1)
 
+    @torch.no_grad()
     def predict_rating(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Explicit rating estimate of (user, item) pairs (see :func:`fit_rating_head`)."""
-        with torch.no_grad():
-            features = self.features(users, items)
+        features = self.features(users, items)
         return (
             self.rating_mean
             + self.rating_user_bias(users).squeeze(-1)
@@ -124,42 +128,39 @@ class NCF(nn.Module):
         )
 
 
+@torch.no_grad()
 def fit_rating_head(
-    model: NCF,
-    users: torch.Tensor,
-    items: torch.Tensor,
-    ratings: torch.Tensor,
-    epochs: int = 30,
-    lr: float = 0.01,
-    batch_size: int = 4096,
-    seed: int = 0,
-) -> list[float]:
-    """Fit the rating head by MSE on (user, item, rating) with the NeuMF network frozen.
+    model: NCF, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor, l2: float = 1.0
+) -> float:
+    """Fit the rating head to (user, item, rating) triples with the NeuMF network frozen.
 
-    Returns the training RMSE after each epoch.
+    With the features fixed the head is linear (one-hot user, one-hot item, features), so it
+    is solved exactly as ridge regression (``scipy.sparse.linalg.lsqr``, penalty ``l2`` on
+    every coefficient) around the global mean: no learning rate, no epochs, deterministic.
+    Returns the training RMSE.
     """
-    head = [*model.rating_user_bias.parameters(), *model.rating_item_bias.parameters()]
-    head += list(model.rating_weights.parameters())
-    optimizer = torch.optim.Adam(head, lr=lr)
-    model.rating_mean.fill_(float(ratings.mean()))
-    generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
-    history = []
-    for _ in range(epochs):
-        order = torch.randperm(len(ratings), generator=generator)
-        squared = 0.0
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            error = model.predict_rating(users[rows], items[rows]) - ratings[rows]
-            loss = (error**2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            squared += float((error.detach() ** 2).sum())
-        history.append((squared / len(ratings)) ** 0.5)
+    features = model.features(users, items).float().cpu().numpy()
+    n_users, n_items = model.rating_user_bias.num_embeddings, model.rating_item_bias.num_embeddings
+    rows = np.arange(len(ratings))
+    design = sp.hstack(
+        [
+            sp.csr_matrix((np.ones(len(rows)), (rows, users.cpu().numpy())), shape=(len(rows), n_users)),
+            sp.csr_matrix((np.ones(len(rows)), (rows, items.cpu().numpy())), shape=(len(rows), n_items)),
+            sp.csr_matrix(features),
+        ]
+    ).tocsr()
+    mean = float(ratings.mean())
+    residual = ratings.cpu().numpy().astype(np.float64) - mean
+    solution = lsqr(design, residual, damp=l2**0.5, atol=1e-10, btol=1e-10)[0]
+    as_param = functools.partial(torch.as_tensor, dtype=torch.float32, device=model.rating_mean.device)
+    model.rating_mean.fill_(mean)
+    model.rating_user_bias.weight.copy_(as_param(solution[:n_users, None]))
+    model.rating_item_bias.weight.copy_(as_param(solution[n_users : n_users + n_items, None]))
+    model.rating_weights.weight.copy_(as_param(solution[None, n_users + n_items :]))
     model.train(was_training)
-    return history
+    return rating_rmse(model, users, items, ratings)
 
 
 @torch.no_grad()
@@ -186,7 +187,7 @@ def attach_ratings(interactions: pd.DataFrame, ratings: pd.DataFrame) -> pd.Data
     return joined
 
 
-def rating_report(model: NCF, data: SequenceData, ratings: pd.DataFrame, seed: int = 0) -> dict[str, float]:
+def rating_report(model: NCF, data: SequenceData, ratings: pd.DataFrame) -> dict[str, float]:
     """Fit the rating head on training positions' ratings; RMSE on test positions' ratings.
 
     ``ratings`` has columns user_id, item_id, rating, timestamp (the silver table). The RMSE of
@@ -202,12 +203,12 @@ def rating_report(model: NCF, data: SequenceData, ratings: pd.DataFrame, seed: i
             torch.from_numpy(data.item_vocab.encode(rated["item_id"].to_numpy())),
             torch.as_tensor(rated["rating"].to_numpy(), dtype=torch.float32),
         )
-    history = fit_rating_head(model, *pairs["train"], seed=seed)
+    train_rmse = fit_rating_head(model, *pairs["train"])
     test_ratings = pairs["test"][2]
     train_mean = float(pairs["train"][2].mean())
     return {
         "rating_rmse": rating_rmse(model, *pairs["test"]),
-        "rating_rmse_train": history[-1],
+        "rating_rmse_train": train_rmse,
         "rating_rmse_global_mean": float((test_ratings - train_mean).pow(2).mean().sqrt()),
         "rated_test_events": len(test_ratings),
     }
