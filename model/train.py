@@ -207,7 +207,6 @@ class Trainer:
         if result.stopped_early:
             log.info("early stopping: no improvement for %d epochs", self.config.patience + 1)
         load_weights(self.model, self.work_dir / BEST_FILE)
-        self.model.to(self.device)
         return result
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:

@@ -137,14 +137,14 @@ class SASRec(nn.Module):
         lengths: torch.Tensor,
         query_time: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = self.forward(items, timestamps, lengths)
+        hidden = self(items, timestamps, lengths)
         return hidden[torch.arange(items.shape[0], device=items.device), lengths - 1]
 
     def calculate_loss(
         self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         """Mean cross-entropy of predicting item i + 1 from positions 0..i, over every position."""
-        hidden = self.forward(items, timestamps, lengths)[:, :-1]
+        hidden = self(items, timestamps, lengths)[:, :-1]
         targets = items[:, 1:]
         has_target = targets > 0
         logits = hidden[has_target] @ self.item_embedding.weight[1:].T

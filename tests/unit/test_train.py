@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -122,6 +123,18 @@ def test_checkpoints_load_without_unpickling_objects(data: SequenceData, tmp_pat
     load_weights(other, tmp_path / "copy.safetensors")
     assert all(torch.equal(other.state_dict()[n], t) for n, t in model.state_dict().items())
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_autocast_and_compile_train_on_cuda(data: SequenceData, tmp_path: Path) -> None:
+    from model.baselines import SASRec, SASRecConfig
+
+    model = SASRec(SASRecConfig(n_items=data.n_items, max_seq_len=16, hidden_size=16, inner_size=32))
+    config = train_config(epochs=2, amp=True, compile=True)
+    result = Trainer(model, data, config, [10], tmp_path, device="cuda").fit()
+    assert all(math.isfinite(record.loss) for record in result.history)
+    assert next(model.parameters()).device.type == "cuda"
 
 
 def test_cli_trains_evaluates_and_saves_artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
