@@ -61,7 +61,7 @@ class IdVocab:
     """Raw ids <-> contiguous indices ``first_index .. first_index + len - 1`` (ascending raw id)."""
 
     def __init__(self, raw_ids: Iterable[int], first_index: int) -> None:
-        ids = np.asarray(list(raw_ids) if not isinstance(raw_ids, np.ndarray) else raw_ids, dtype=np.int64)
+        ids = np.asarray(raw_ids if isinstance(raw_ids, np.ndarray) else list(raw_ids), dtype=np.int64)
         if ids.size and np.any(np.diff(ids) <= 0):
             raise SequenceDataError("vocabulary raw ids must be unique and ascending")
         self.raw_ids = ids
@@ -87,14 +87,12 @@ class IdVocab:
         """Indices of ``raw`` ids; an id outside the vocabulary raises :class:`KeyError`."""
         raw = np.asarray(raw, dtype=np.int64)
         position = np.searchsorted(self.raw_ids, raw)
-        clipped = np.minimum(position, max(len(self) - 1, 0))
-        known = (
-            (position < len(self)) & (self.raw_ids[clipped] == raw) if len(self) else np.zeros_like(raw, bool)
-        )
+        known = position < len(self)
+        known[known] = self.raw_ids[position[known]] == raw[known]
         if not np.all(known):
             unknown = np.unique(raw[~known])
             raise KeyError(f"{unknown.size} id(s) not in the vocabulary, e.g. {unknown[:5].tolist()}")
-        return clipped + self.first_index
+        return position + self.first_index
 
     def decode(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
         """Raw ids of ``index``; padding or an index out of range raises :class:`IndexError`."""
@@ -246,7 +244,7 @@ class SequenceData:
         timestamps = columns["timestamps"][1][take]
         split = columns["split"][1][take].astype(np.int8)
         _check_positions(user_ids[order], offsets, timestamps, split)
-        vocab = item_vocab or IdVocab.build(raw_items, first_index=1)
+        vocab = IdVocab.build(raw_items, first_index=1) if item_vocab is None else item_vocab
         try:
             items = vocab.encode(raw_items)
         except KeyError as exc:
