@@ -1,0 +1,130 @@
+"""Time-aware S5 (Smith et al., 2023): a diagonal, complex, zero-order-hold SSM with a step per element.
+
+Parameters are those of s5-pytorch's ``S5SSM`` with its default dense B/C (what the released SS4Rec
+code builds), with the same names, so its state dict loads here unchanged:
+
+    Lambda    complex [P]      continuous-time eigenvalues, HiPPO-LegS (normal part) at init
+    B         real [P, H, 2]   input matrix V^-1 B as (real, imag) pairs
+    C         complex [H, P]   output matrix C V
+    D         real [H]         feed-through
+    log_step  real [P]         log of the per-state step multiplier, U[log dt_min, log dt_max] at init
+
+P + 2PH + PH + H + P elements (a complex element counts once): 6,272 for H = 64, P = 32.
+
+For input u_t [H] and a time gap g_t >= 0 (already in model units), per state p:
+    step_t[p]  = g_t * exp(log_step[p])
+    lambda     = min(Re Lambda, -LAMBDA_MAX_REAL) + i Im Lambda    (Re < 0 by construction)
+    x_t        = exp(lambda step_t) x_{t-1} + (expm1(lambda step_t) / lambda) (B u_t)    (x_{-1} = 0)
+    y_t        = Re(C x_t) + D u_t
+A zero gap leaves the state unchanged; a huge gap forgets it (|exp(lambda step)| <= 1 always).
+The scan works on [batch, length, P] tensors only: the step-dependent ZOH factor is a scalar per
+(t, p), so B_bar u_t = factor_t * (B u_t) and no [batch, length, P, H] tensor is ever built.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Eigenvalues' real parts are clamped to <= -LAMBDA_MAX_REAL, so every discrete decay has modulus <= 1.
+LAMBDA_MAX_REAL = 1e-4
+# s5-pytorch's truncated-normal scale factor (it multiplies where JAX divides): kept for faithfulness.
+_S5_TRUNC_NORMAL_SCALE = 0.87962566103423978
+
+
+def hippo_legs_diagonal(n: int) -> tuple[Tensor, Tensor]:
+    """Eigenvalues [n] and unitary eigenvectors [n, n] (complex128) of HiPPO-LegS' normal part.
+
+    HiPPO-LegS A plus the rank-1 term p p^T (p_k = sqrt(k + 1/2)) is S = -I/2 + K with K skew-symmetric,
+    so S = V diag(-1/2 + i w) V^* where (w, V) diagonalise the Hermitian matrix -i K.
+    """
+    scale = torch.sqrt(1 + 2 * torch.arange(n, dtype=torch.float64))
+    outer = scale[:, None] * scale[None, :] / 2
+    skew = torch.triu(outer, 1) - torch.tril(outer, -1)  # K_nk = -sqrt((2n+1)(2k+1))/2 for n > k
+    omega, eigenvectors = torch.linalg.eigh(-1j * skew.to(torch.complex128))
+    return torch.complex(torch.full_like(omega, -0.5), omega), eigenvectors
+
+
+def _trunc_normal(*shape: int, fan_in: int) -> Tensor:
+    std = math.sqrt(1.0 / fan_in) * _S5_TRUNC_NORMAL_SCALE
+    return nn.init.trunc_normal_(torch.empty(shape, dtype=torch.float64), std=std, a=-2 * std, b=2 * std)
+
+
+def diagonal_linear_scan(decay: Tensor, inputs: Tensor) -> Tensor:
+    """x_t = decay_t * x_{t-1} + inputs_t along dim 1 (x_{-1} = 0); [batch, length, P] -> same.
+
+    Hillis-Steele parallel scan: ceil(log2 length) rounds of elementwise work. It multiplies decays
+    together (moduli <= 1), never divides by them, so it stays stable for any gap.
+    """
+    length = inputs.shape[1]
+    offset = 1
+    while offset < length:
+        inputs = inputs + decay * F.pad(inputs[:, :-offset], (0, 0, offset, 0))
+        if 2 * offset < length:
+            decay = decay * torch.cat([torch.ones_like(decay[:, :offset]), decay[:, :-offset]], dim=1)
+        offset *= 2
+    return inputs
+
+
+class S5(nn.Module):
+    """u [batch, length, H] and per-element steps [batch, length] -> y [batch, length, H]."""
+
+    def __init__(self, d_model: int, d_state: int, dt_min: float = 0.001, dt_max: float = 0.1) -> None:
+        super().__init__()
+        eigenvalues, eigenvectors = hippo_legs_diagonal(d_state)
+        input_raw = _trunc_normal(d_state, d_model, fan_in=d_state).to(torch.complex128)
+        input_matrix = eigenvectors.conj().T @ input_raw
+        output_raw = _trunc_normal(d_model, d_state, 2, fan_in=d_model * d_state)
+        output_matrix = torch.complex(output_raw[..., 0], output_raw[..., 1]) @ eigenvectors
+        log_steps = torch.empty(d_state).uniform_(math.log(dt_min), math.log(dt_max))
+
+        self.Lambda = nn.Parameter(eigenvalues.to(torch.complex64))  # [P]
+        self.B = nn.Parameter(torch.view_as_real(input_matrix).to(torch.float32))  # [P, H, 2]
+        self.C = nn.Parameter(output_matrix.to(torch.complex64))  # [H, P]
+        self.D = nn.Parameter(torch.rand(d_model))  # [H]
+        self.log_step = nn.Parameter(log_steps)  # [P]
+
+    def eigenvalues(self) -> Tensor:
+        """The continuous-time eigenvalues in use, real parts <= -LAMBDA_MAX_REAL: complex [P]."""
+        if not self.C.is_complex():
+            raise TypeError(
+                "S5 parameters Lambda and C must stay complex: cast the model with .float()/.double() "
+                "or use torch.autocast, not Module.to(<real dtype>), which drops imaginary parts"
+            )
+        return torch.complex(self.Lambda.real.clamp(max=-LAMBDA_MAX_REAL), self.Lambda.imag)
+
+    def _discretise(self, steps: Tensor) -> tuple[Tensor, Tensor]:
+        """steps [...] (gaps in model units) -> decay, ZOH input factor, both complex [..., P]."""
+        eigenvalues = self.eigenvalues()
+        scaled = eigenvalues * (steps[..., None] * torch.exp(self.log_step))
+        return torch.exp(scaled), torch.expm1(scaled) / eigenvalues
+
+    def _project_in(self, u: Tensor) -> Tensor:
+        """B u: [..., H] -> complex [..., P]."""
+        return torch.complex(u @ self.B[..., 0].T, u @ self.B[..., 1].T)
+
+    def _project_out(self, states: Tensor, u: Tensor) -> Tensor:
+        """Re(C x) + D u: [..., P], [..., H] -> [..., H]."""
+        return states.real @ self.C.real.T - states.imag @ self.C.imag.T + self.D * u
+
+    def forward(self, u: Tensor, steps: Tensor) -> Tensor:
+        """u: [batch, length, H]; steps: [batch, length] time gaps in model units (>= 0)."""
+        dtype = u.dtype
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            u, steps = u.to(self.D.dtype), steps.to(self.D.dtype)
+            decay, factor = self._discretise(steps)  # [batch, length, P]
+            states = diagonal_linear_scan(decay, factor * self._project_in(u))
+            return self._project_out(states, u).to(dtype)
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None) -> Tensor:
+        """Zero state, complex [batch, P]."""
+        return torch.zeros(batch_size, self.Lambda.shape[0], dtype=self.Lambda.dtype, device=device)
+
+    def step(self, u: Tensor, steps: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One element. u: [batch, H]; steps: [batch]; state: complex [batch, P] -> (y [batch, H], state)."""
+        decay, factor = self._discretise(steps.to(self.D.dtype))
+        state = decay * state + factor * self._project_in(u)
+        return self._project_out(state, u), state
