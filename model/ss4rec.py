@@ -205,7 +205,7 @@ class SS4Rec(nn.Module):
 
     def last_hidden(self, items: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor) -> Tensor:
         """Hidden state at each sequence's last valid position: [B, H]."""
-        hidden = self.forward(items, timestamps, lengths, query_time)
+        hidden = self(items, timestamps, lengths, query_time)
         index = (lengths - 1).clamp(min=0)[:, None, None].expand(-1, 1, hidden.shape[-1])
         return hidden.gather(1, index).squeeze(1)
 
@@ -232,7 +232,7 @@ class SS4Rec(nn.Module):
         """
         input_lengths = lengths - 1
         query_time = timestamps.gather(1, input_lengths.clamp(min=0)[:, None]).squeeze(1)
-        hidden = self.forward(items, timestamps, input_lengths, query_time)[:, :-1]  # [B, L-1, H]
+        hidden = self(items, timestamps, input_lengths, query_time)[:, :-1]  # [B, L-1, H]
         positions = torch.arange(hidden.shape[1], device=items.device)
         valid = positions < input_lengths[:, None]
         return self._cross_entropy(hidden[valid], items[:, 1:][valid])

@@ -177,6 +177,8 @@ class _SelectiveScan(torch.autograd.Function):
         )
 
 
+# Eager inside a compiled model: tracing would unroll the per-step loop into a huge graph.
+@torch.compiler.disable
 def selective_scan(
     x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = SCAN_CHUNK
 ) -> Tensor:
@@ -251,6 +253,7 @@ class Mamba(nn.Module):
         y = (y + x * self.D) * F.silu(z)
         return self.out_proj(y.to(hidden.dtype))
 
+    @torch.compiler.disable  # mamba-ssm's extension calls are opaque to the compiler
     def _forward_kernels(self, hidden: Tensor) -> Tensor:
         selective_scan_fn, causal_conv1d_fn = _cuda_kernels()
         length = hidden.shape[1]

@@ -110,6 +110,8 @@ class S5(nn.Module):
         """Re(C x) + D u: [..., P], [..., H] -> [..., H]."""
         return states.real @ self.C.real.T - states.imag @ self.C.imag.T + self.D * u
 
+    # Inductor generates no code for complex ops; this layer stays eager inside a compiled model.
+    @torch.compiler.disable
     def forward(self, u: Tensor, steps: Tensor) -> Tensor:
         """u: [batch, length, H]; steps: [batch, length] time gaps in model units (>= 0)."""
         dtype = u.dtype
