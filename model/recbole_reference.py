@@ -18,6 +18,18 @@ Protocol (SS4Rec paper / RecBole sequential defaults, settings in :data:`PAPER_C
   (``configs/base.yaml`` train.batch_size, from the released ML-1M config), so both models
   take the same number of optimizer steps per epoch over the same augmented samples.
 
+Timestamps are kept exact (``exact_timestamps=True``, default). As shipped, RecBole
+min-max normalises ML-100K's float fields (``normalize_all: True`` in its ml-100k.yaml) and
+stores float fields as float32, so event times are resolved to about a second (and to 64 s
+for raw Unix seconds, e.g. datasets without that yaml); its time sort then falls back to file
+order among the rounded values. On ML-100K that reorders 83 users' histories and changes the
+test item of 4 users and the validation item of 5 (raw float32 seconds: 908 / 149 / 254), so
+it would not evaluate on exactly the split our pipeline uses. With ``exact_timestamps`` the
+dataset is :class:`model.recbole_adapter.ExactTimeSequentialDataset` (time field kept in
+float64 seconds) and ``normalize_all`` is off (only user, item and timestamp are loaded, so
+nothing else would be normalised); events with equal timestamps keep file order (stable
+sort), as in RecBole. ``--recbole-float32-time`` runs RecBole as shipped.
+
 Besides RecBole's own test metrics, :func:`run_reference` returns the full test score
 matrix of the best checkpoint (``full_sort_predict`` on RecBole's test interactions,
 column 0 = padding = ``-inf`` like RecBole's evaluator), the raw user id and raw target item
@@ -28,7 +40,7 @@ interactions before the test one), so ``model.evaluate`` can compute both the pa
 CLI::
 
     python -m model.recbole_reference --seed 2020 --json out.json [--scores out.npz]
-        [--epochs N] [--set key=value ...] [--throughput]
+        [--epochs N] [--set key=value ...] [--recbole-float32-time] [--throughput]
 """
 
 from __future__ import annotations
@@ -53,8 +65,9 @@ log = logging.getLogger(__name__)
 KS = (5, 10, 20)
 METRICS = ("Hit", "NDCG", "MRR")
 
-#: RecBole config for the paper protocol (seed, paths and device are added per run).
-PAPER_CONFIG: dict[str, Any] = {
+#: RecBole settings of the paper protocol, shared by every model run here (seed, paths and
+#: device are added per run).
+PROTOCOL_CONFIG: dict[str, Any] = {
     "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
     "USER_ID_FIELD": "user_id",
     "ITEM_ID_FIELD": "item_id",
@@ -67,15 +80,9 @@ PAPER_CONFIG: dict[str, Any] = {
     "metric_decimal_place": 6,
     "train_neg_sample_args": None,
     "loss_type": "CE",
-    "hidden_size": 64,
-    "inner_size": 256,
-    "n_layers": 2,
-    "n_heads": 2,
-    "hidden_dropout_prob": 0.5,
-    "attn_dropout_prob": 0.5,
-    "hidden_act": "gelu",
     "learning_rate": 1e-3,
     "learner": "adam",
+    "weight_decay": 0.0,
     "train_batch_size": 1024,
     "eval_batch_size": 4096,
     "epochs": 200,
@@ -84,6 +91,52 @@ PAPER_CONFIG: dict[str, Any] = {
     "reproducibility": True,
     "show_progress": False,
 }
+
+#: RecBole's SASRec defaults (properties/model/SASRec.yaml), spelled out so a RecBole
+#: upgrade cannot change the reference silently.
+SASREC_CONFIG: dict[str, Any] = {
+    "hidden_size": 64,
+    "inner_size": 256,
+    "n_layers": 2,
+    "n_heads": 2,
+    "hidden_dropout_prob": 0.5,
+    "attn_dropout_prob": 0.5,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "initializer_range": 0.02,
+}
+
+PAPER_CONFIG: dict[str, Any] = {**PROTOCOL_CONFIG, **SASREC_CONFIG}
+
+#: Added when timestamps are kept exact: RecBole's ml-100k.yaml min-max normalises float fields.
+EXACT_TIME_CONFIG: dict[str, Any] = {"normalize_all": False, "normalize_field": None}
+
+#: Config keys echoed into a result's summary (those present in the run's config).
+SUMMARY_KEYS = (
+    "MAX_ITEM_LIST_LENGTH",
+    "train_batch_size",
+    "learning_rate",
+    "epochs",
+    "stopping_step",
+    "valid_metric",
+    "loss_type",
+    "hidden_size",
+    "n_layers",
+    "inner_size",
+    "n_heads",
+    "hidden_dropout_prob",
+    "attn_dropout_prob",
+    "s5_state",
+    "dt_min",
+    "dt_max",
+    "mamba_d_state",
+    "mamba_d_conv",
+    "mamba_expand",
+    "dropout",
+    "ss4rec_variant",
+    "ss4rec_query_time",
+    "user_inter_num_interval",
+)
 
 
 def recbole_data_path() -> str:
@@ -107,15 +160,19 @@ def build_config(
     checkpoint_dir: str | None = None,
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
-    model: str = "SASRec",
+    model: Any = "SASRec",
 ) -> Any:
-    """A RecBole ``Config`` for ``model`` on the paper protocol, with ``overrides`` on top."""
+    """A RecBole ``Config`` for ``model`` (name or class) on the paper protocol, ``overrides`` on top.
+
+    SASRec gets :data:`PAPER_CONFIG`; any other model :data:`PROTOCOL_CONFIG` (its own
+    hyper-parameters come from ``overrides`` or its defaults).
+    """
     import_recbole()
     import torch
     from recbole.config import Config
 
     device = _resolve_device(device)
-    config_dict = copy.deepcopy(PAPER_CONFIG)
+    config_dict = copy.deepcopy(PAPER_CONFIG if model == "SASRec" else PROTOCOL_CONFIG)
     config_dict.update(
         {
             "seed": seed,
@@ -160,7 +217,7 @@ class ReferenceResult:
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable figures (no matrices)."""
         return {
-            "model": "RecBole SASRec",
+            "model": f"RecBole {self.config.get('model', 'SASRec')}",
             "seed": self.seed,
             "config": self.config,
             "best_valid_score": self.best_valid_score,
@@ -200,28 +257,28 @@ def ranking_metrics(
     seen_mask: np.ndarray | None = None,
     ks: tuple[int, ...] = KS,
 ) -> dict[str, float]:
-    """Hit/NDCG/MRR@k of one target per row, ranking against every column.
+    """HR/NDCG/MRR@k (keys ``hr@10`` ...) of one target per row, ranking against columns 1..N.
 
-    Used to cross-check the exported matrix against RecBole's reported numbers; the
-    project's evaluator is ``model.evaluate``. Rank = number of columns scoring strictly
-    higher than the target (ties resolved in the target's favour; RecBole's ``topk`` breaks
-    them arbitrarily, which only matters for exactly equal float scores). Seen items other
-    than the target itself are masked when ``seen_mask`` is given.
+    Same rules as ``model.evaluate`` (the project's evaluator), restated here so the export
+    can be checked against RecBole's own numbers without it: rank = 1 + number of items
+    scored strictly higher than the target (the optimistic end of a tie; RecBole's ``topk``
+    breaks exact ties arbitrarily); with ``seen_mask`` every seen item is set to -inf, the
+    target included (a seen target is a miss: production never recommends it).
     """
     scores = np.asarray(scores, dtype=np.float64)
     rows = np.arange(len(scores))
-    target_scores = scores[rows, target_index]
     if seen_mask is not None:
-        mask = np.asarray(seen_mask, dtype=bool).copy()
-        mask[rows, target_index] = False
-        scores = np.where(mask, -np.inf, scores)
-    rank = (scores > target_scores[:, None]).sum(axis=1)
+        scores = np.where(np.asarray(seen_mask, dtype=bool), -np.inf, scores)
+    target_scores = scores[rows, target_index]
+    rank = 1 + (scores[:, 1:] > target_scores[:, None]).sum(axis=1)
+    never = np.isneginf(target_scores) | np.isnan(target_scores) | (np.asarray(target_index) == 0)
+    rank = np.where(never, scores.shape[1], rank).astype(np.float64)
     out: dict[str, float] = {}
     for k in ks:
-        hit = rank < k
-        out[f"hit@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean())
-        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (rank + 1.0), 0.0).mean())
+        hit = rank <= k
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(rank + 1.0), 0.0).mean())
+        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / rank, 0.0).mean())
     return out
 
 
@@ -250,18 +307,29 @@ def _timed_trainer_class() -> type:
     return TimedTrainer
 
 
-def _prepare(config: Any) -> tuple[Any, Any, Any, Any]:
+def _prepare(config: Any, exact_timestamps: bool = True) -> tuple[Any, Any, Any, Any]:
+    """Dataset and RecBole's train/valid/test loaders (``exact_timestamps``: see module docs)."""
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    if exact_timestamps:
+        from model.recbole_adapter import ExactTimeSequentialDataset
+
+        dataset = ExactTimeSequentialDataset(config)
+    else:
+        dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     return dataset, train_data, valid_data, test_data
 
 
-def _lower_keys(metrics: dict[str, Any] | None) -> dict[str, float]:
-    return {str(k).lower(): float(v) for k, v in (metrics or {}).items()}
+def _metric_keys(metrics: dict[str, Any] | None) -> dict[str, float]:
+    """RecBole's ``hit@10``/``ndcg@10``/``mrr@10`` keys as the project's ``hr@10``/... ."""
+    out = {}
+    for key, value in (metrics or {}).items():
+        name = str(key).lower()
+        out["hr" + name[3:] if name.startswith("hit@") else name] = float(value)
+    return out
 
 
 def export_test_scores(model: Any, dataset: Any, test_data: Any, device: Any) -> dict[str, np.ndarray]:
@@ -316,24 +384,27 @@ def export_test_scores(model: Any, dataset: Any, test_data: Any, device: Any) ->
     }
 
 
-def run_reference(
+def run_recbole_model(
+    model_class: Any,
     seed: int = 2020,
     overrides: dict[str, Any] | None = None,
     device: str = "auto",
     dataset: str = "ml-100k",
     data_path: str | None = None,
+    exact_timestamps: bool = True,
 ) -> ReferenceResult:
-    """Train and evaluate RecBole's SASRec on the paper protocol; see the module docstring."""
+    """Train ``model_class`` (a RecBole SequentialRecommender) with RecBole's Trainer on the
+    paper protocol, test its best-validation checkpoint and export its test score matrix."""
     import_recbole()
-    from recbole.model.sequential_recommender import SASRec
+    import torch
 
+    name = model_class.__name__
+    overrides = {**(EXACT_TIME_CONFIG if exact_timestamps else {}), **(overrides or {})}
     with tempfile.TemporaryDirectory(prefix="recbole-ckpt-") as ckpt:
-        config = build_config(seed, dataset, data_path, ckpt, device, overrides)
-        ds, train_data, valid_data, test_data = _prepare(config)
-        import torch
-
+        config = build_config(seed, dataset, data_path, ckpt, device, overrides, model=model_class)
+        ds, train_data, valid_data, test_data = _prepare(config, exact_timestamps)
         torch.manual_seed(seed)
-        model = SASRec(config, train_data._dataset).to(config["device"])
+        model = model_class(config, train_data._dataset).to(config["device"])
         trainer = _timed_trainer_class()(config, model)
         best_valid_score, best_valid = trainer.fit(
             train_data, valid_data, saved=True, show_progress=config["show_progress"]
@@ -341,38 +412,37 @@ def run_reference(
         test_metrics = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
         exported = export_test_scores(trainer.model, ds, test_data, config["device"])
 
-    settings = {
-        k: config[k]
-        for k in (
-            "MAX_ITEM_LIST_LENGTH",
-            "hidden_size",
-            "inner_size",
-            "n_layers",
-            "n_heads",
-            "hidden_dropout_prob",
-            "attn_dropout_prob",
-            "learning_rate",
-            "train_batch_size",
-            "epochs",
-            "stopping_step",
-            "valid_metric",
-            "loss_type",
-        )
-    }
-    settings["device"] = str(config["device"])
-    settings["dataset"] = dataset
+    settings = {key: config[key] for key in SUMMARY_KEYS if config[key] is not None}
+    settings.update(
+        model=name, device=str(config["device"]), dataset=dataset, exact_timestamps=exact_timestamps
+    )
     return ReferenceResult(
         seed=seed,
         config=settings,
         best_valid_score=float(best_valid_score),
-        valid_metrics=_lower_keys(best_valid),
-        test_metrics=_lower_keys(test_metrics),
+        valid_metrics=_metric_keys(best_valid),
+        test_metrics=_metric_keys(test_metrics),
         epoch_seconds=list(trainer.epoch_seconds),
         train_samples_per_epoch=len(train_data.dataset),
         epochs_run=len(trainer.epoch_seconds),
         best_epoch=int(trainer.best_epoch),
         **exported,
     )
+
+
+def run_reference(
+    seed: int = 2020,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    dataset: str = "ml-100k",
+    data_path: str | None = None,
+    exact_timestamps: bool = True,
+) -> ReferenceResult:
+    """Train and evaluate RecBole's SASRec on the paper protocol; see the module docstring."""
+    import_recbole()
+    from recbole.model.sequential_recommender import SASRec
+
+    return run_recbole_model(SASRec, seed, overrides, device, dataset, data_path, exact_timestamps)
 
 
 def measure_training_throughput(
@@ -395,7 +465,7 @@ def measure_training_throughput(
     """
     import torch
 
-    overrides = dict(overrides or {})
+    overrides = {**EXACT_TIME_CONFIG, **(overrides or {})}
     if batch_size is not None:
         overrides["train_batch_size"] = batch_size
     if max_len is not None:
@@ -474,6 +544,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--throughput", action="store_true", help="only measure training throughput (sequences/s)"
     )
     parser.add_argument("--throughput-batches", type=int, default=5)
+    parser.add_argument(
+        "--recbole-float32-time",
+        action="store_true",
+        help="RecBole's float32 timestamps (its shipped behaviour) instead of exact ones",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -496,7 +571,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             data_path=args.data_path,
         )
     else:
-        result = run_reference(args.seed, overrides, args.device, args.dataset, args.data_path)
+        result = run_reference(
+            args.seed, overrides, args.device, args.dataset, args.data_path, not args.recbole_float32_time
+        )
         out = result.summary()
         if args.scores:
             result.save_scores(args.scores)
