@@ -46,8 +46,9 @@ VARIANTS = ("ss4rec", "s5_only", "mamba_only")
 MODEL_NAME_TO_VARIANT = {"ss4rec": "ss4rec", "ss4rec_s5_only": "s5_only", "ss4rec_mamba_only": "mamba_only"}
 LAYER_NORM_EPS = 1e-12  # released value
 INIT_STD = 0.02
-# Upper bound on logits held at once by calculate_loss (rows x items); larger batches are chunked.
-LOSS_CHUNK_ELEMENTS = 2**28
+# Most logits (rows x items) calculate_loss holds at once: 2**26 floats = 256 MiB, plus as much for
+# their gradient; more rows are split into chunks whose logits are recomputed in the backward pass.
+LOSS_CHUNK_ELEMENTS = 2**26
 
 
 @dataclass

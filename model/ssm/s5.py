@@ -28,6 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 # Eigenvalues' real parts are clamped to <= -LAMBDA_MAX_REAL, so every discrete decay has modulus <= 1.
 LAMBDA_MAX_REAL = 1e-4
@@ -53,11 +54,10 @@ def _trunc_normal(*shape: int, fan_in: int) -> Tensor:
     return nn.init.trunc_normal_(torch.empty(shape, dtype=torch.float64), std=std, a=-2 * std, b=2 * std)
 
 
-def diagonal_linear_scan(decay: Tensor, inputs: Tensor) -> Tensor:
-    """x_t = decay_t * x_{t-1} + inputs_t along dim 1 (x_{-1} = 0); [batch, length, P] -> same.
+def _hillis_steele_scan(decay: Tensor, inputs: Tensor) -> Tensor:
+    """x_t = decay_t * x_{t-1} + inputs_t along dim 1 (x_{-1} = 0) in ceil(log2 length) rounds.
 
-    Hillis-Steele parallel scan: ceil(log2 length) rounds of elementwise work. It multiplies decays
-    together (moduli <= 1), never divides by them, so it stays stable for any gap.
+    It multiplies decays together (moduli <= 1) and never divides by them: stable for any gap.
     """
     length = inputs.shape[1]
     offset = 1
@@ -67,6 +67,31 @@ def diagonal_linear_scan(decay: Tensor, inputs: Tensor) -> Tensor:
             decay = decay * torch.cat([torch.ones_like(decay[:, :offset]), decay[:, :-offset]], dim=1)
         offset *= 2
     return inputs
+
+
+class _DiagonalLinearScan(torch.autograd.Function):
+    """The scan with an O(batch * length * P) backward (autograd through the rounds keeps every round)."""
+
+    @staticmethod
+    def forward(ctx, decay: Tensor, inputs: Tensor) -> Tensor:
+        states = _hillis_steele_scan(decay, inputs)
+        ctx.save_for_backward(decay, states)
+        return states
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_states: Tensor) -> tuple[Tensor, Tensor]:
+        decay, states = ctx.saved_tensors
+        # G_t = dL/dx_t = g_t + conj(decay_{t+1}) G_{t+1}: the same recurrence, backwards in time
+        next_decay = F.pad(decay[:, 1:], (0, 0, 0, 1)).conj()
+        grad_inputs = _hillis_steele_scan(next_decay.flip(1), grad_states.flip(1)).flip(1)
+        previous_states = F.pad(states[:, :-1], (0, 0, 1, 0))
+        return grad_inputs * previous_states.conj(), grad_inputs
+
+
+def diagonal_linear_scan(decay: Tensor, inputs: Tensor) -> Tensor:
+    """x_t = decay_t * x_{t-1} + inputs_t along dim 1 (x_{-1} = 0); [batch, length, P] -> same."""
+    return _DiagonalLinearScan.apply(decay, inputs)
 
 
 class S5(nn.Module):

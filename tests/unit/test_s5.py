@@ -160,6 +160,12 @@ def test_parallel_scan_equals_a_loop(length):
     torch.testing.assert_close(diagonal_linear_scan(decay, inputs), torch.stack(expected, 1))
 
 
+def test_parallel_scan_gradients():
+    decay = (torch.rand(2, 7, 3, dtype=torch.complex128) * 0.9).requires_grad_()
+    inputs = torch.randn(2, 7, 3, dtype=torch.complex128, requires_grad=True)
+    assert torch.autograd.gradcheck(diagonal_linear_scan, (decay, inputs))
+
+
 def test_never_materialises_batch_length_state_hidden():
     layer = S5(64, 32)
     batch, length = 4, 50
