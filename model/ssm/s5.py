@@ -13,10 +13,13 @@ P + 2PH + PH + H + P elements (a complex element counts once): 6,272 for H = 64,
 
 For input u_t [H] and a time gap g_t >= 0 (already in model units), per state p:
     step_t[p]  = g_t * exp(log_step[p])
-    lambda     = min(Re Lambda, -LAMBDA_MAX_REAL) + i Im Lambda    (Re < 0 by construction)
+    lambda     = min(Re Lambda, -LAMBDA_MAX_REAL) + i Im Lambda    (Re < 0 whatever Lambda holds)
     x_t        = exp(lambda step_t) x_{t-1} + (expm1(lambda step_t) / lambda) (B u_t)    (x_{-1} = 0)
     y_t        = Re(C x_t) + D u_t
 A zero gap leaves the state unchanged; a huge gap forgets it (|exp(lambda step)| <= 1 always).
+The clamp (S5's ``clip_eigs``) rather than a -exp(.) reparameterisation keeps Lambda itself the
+eigenvalue, so s5-pytorch / released SS4Rec weights load as they are; a real part trained past the
+bound stops getting gradient, but never makes a decay grow.
 The scan works on [batch, length, P] tensors only: the step-dependent ZOH factor is a scalar per
 (t, p), so B_bar u_t = factor_t * (B u_t) and no [batch, length, P, H] tensor is ever built.
 """
