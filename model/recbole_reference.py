@@ -361,18 +361,22 @@ def export_test_scores(model: Any, dataset: Any, test_data: Any, device: Any) ->
     user_idx = np.concatenate(users)
     target_idx = np.concatenate(targets).astype(np.int64)
 
-    # Seen items: every interaction of the user before the test one (RecBole sorted the
-    # interactions by time; the test interaction is each user's last).
+    # Seen items: every interaction of the user before the test one. ``inter_feat`` holds
+    # RecBole's augmented samples (one per prefix, sorted by user then time): a user with n
+    # events has n - 1 rows whose targets are events 2..n; event 1 is the first row's history.
     inter = dataset.inter_feat
+    item_list_field = iid_field + dataset.config["LIST_SUFFIX"]
     all_users = inter[uid_field].numpy()
     all_items = inter[iid_field].numpy()
+    first_items = inter[item_list_field][:, 0].numpy()
     order = np.argsort(all_users, kind="stable")
-    all_users, all_items = all_users[order], all_items[order]
+    all_users, all_items, first_items = all_users[order], all_items[order], first_items[order]
     bounds = np.searchsorted(all_users, user_idx, side="left"), np.searchsorted(all_users, user_idx, "right")
     seen = np.zeros(scores_np.shape, dtype=bool)
     for row, (lo, hi) in enumerate(zip(*bounds, strict=True)):
         if hi <= lo or all_items[hi - 1] != target_idx[row]:
             raise ValueError(f"test target of user row {row} is not the user's last interaction")
+        seen[row, first_items[lo]] = True
         seen[row, all_items[lo : hi - 1]] = True
     return {
         "scores": scores_np,

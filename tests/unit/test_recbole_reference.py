@@ -1,0 +1,174 @@
+"""model/recbole_reference.py: RecBole SASRec reference run, score export, throughput, CLI."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from model.recbole_reference import (
+    PAPER_CONFIG,
+    _prepare,
+    build_config,
+    main,
+    measure_training_throughput,
+    ranking_metrics,
+)
+
+# Light users (<= 40 ratings: 305 users) and a small SASRec keep one epoch to seconds on CPU.
+TINY = [
+    "user_inter_num_interval=[0,40]",
+    "MAX_ITEM_LIST_LENGTH=20",
+    "hidden_size=32",
+    "inner_size=64",
+    "n_layers=1",
+    "n_heads=1",
+    "train_batch_size=2048",
+]
+
+
+def _raw_ratings():
+    import os
+
+    import pandas as pd
+
+    from model.recbole_reference import recbole_data_path
+
+    frame = pd.read_csv(os.path.join(recbole_data_path(), "ml-100k", "ml-100k.inter"), sep="\t")
+    frame.columns = ["user_id", "item_id", "rating", "timestamp"]
+    return frame
+
+
+def test_paper_protocol_settings():
+    assert PAPER_CONFIG["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert PAPER_CONFIG["eval_args"]["order"] == "TO"
+    assert PAPER_CONFIG["eval_args"]["mode"] == "full"
+    assert PAPER_CONFIG["MAX_ITEM_LIST_LENGTH"] == 200
+    assert PAPER_CONFIG["train_neg_sample_args"] is None and PAPER_CONFIG["loss_type"] == "CE"
+    assert (PAPER_CONFIG["hidden_size"], PAPER_CONFIG["n_layers"], PAPER_CONFIG["n_heads"]) == (64, 2, 2)
+    assert PAPER_CONFIG["learning_rate"] == 1e-3 and PAPER_CONFIG["stopping_step"] == 10
+    assert PAPER_CONFIG["valid_metric"] == "NDCG@10"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = build_config(seed=7, device="cpu")
+    assert config["seed"] == 7 and config["device"].type == "cpu"
+    assert config["metrics"] == ["Hit", "NDCG", "MRR"] and config["topk"] == [5, 10, 20]
+
+
+def test_exact_timestamps_change_recbole_split():
+    """RecBole as shipped (normalised float32 times) picks other test items for a few users."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exact_config = build_config(device="cpu", overrides={"normalize_all": False})
+        shipped_config = build_config(device="cpu")
+        exact = _prepare(exact_config, exact_timestamps=True)
+        shipped = _prepare(shipped_config, exact_timestamps=False)
+
+    def targets(prepared):
+        dataset, _, _, test_data = prepared
+        inter = test_data.dataset.inter_feat
+        users = dataset.id2token("user_id", inter["user_id"].numpy())
+        items = dataset.id2token("item_id", inter["item_id"].numpy())
+        return dict(zip(users, items, strict=True))
+
+    exact_targets, shipped_targets = targets(exact), targets(shipped)
+    assert len(exact_targets) == len(shipped_targets) == 943
+    assert exact[0].inter_feat["timestamp"].dtype == torch.float64
+    assert shipped[0].inter_feat["timestamp"].dtype == torch.float32
+    assert sum(exact_targets[u] != shipped_targets[u] for u in exact_targets) == 4
+
+
+def test_ranking_metrics_rules():
+    scores = np.array(
+        [
+            [-np.inf, 0.9, 0.5, 0.1, 0.7],  # target 2: rank 3 -> 2 once item 1 (seen) is masked
+            [-np.inf, 0.1, 0.2, 0.3, 0.4],  # target 4: rank 1
+            [-np.inf, 0.4, 0.4, 0.4, 0.0],  # target 1: tied, optimistic rank 1; seen -> miss
+        ]
+    )
+    target = np.array([2, 4, 1])
+    seen = np.zeros_like(scores, dtype=bool)
+    seen[0, 1] = True
+    seen[2, 1] = True
+    paper = ranking_metrics(scores, target, ks=(1, 2))
+    production = ranking_metrics(scores, target, seen, ks=(1, 2))
+    assert paper["hr@1"] == pytest.approx(2 / 3)
+    assert paper["mrr@2"] == pytest.approx(2 / 3)
+    assert production["hr@2"] == pytest.approx(2 / 3)
+    assert production["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1) / 3)
+
+
+@pytest.mark.slow
+def test_cli_runs_reference_and_exports_comparable_scores(tmp_path):
+    out_json, out_npz = tmp_path / "ref.json", tmp_path / "ref.npz"
+    args = ["--seed", "2020", "--device", "cpu", "--epochs", "1", "--json", str(out_json)]
+    args += ["--scores", str(out_npz)]
+    for item in TINY:
+        args += ["--set", item]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = main(args)
+
+    assert json.loads(out_json.read_text()) == json.loads(json.dumps(summary, default=str))
+    assert summary["epochs_run"] == 1 and len(summary["epoch_seconds"]) == 1
+    assert summary["train_sequences_per_second"] > 0
+    assert summary["config"]["exact_timestamps"] is True
+    recbole_metrics = summary["test_metrics_recbole"]
+    assert set(recbole_metrics) == {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)}
+
+    data = np.load(out_npz, allow_pickle=False)
+    scores, target, seen = data["scores"], data["target_index"], data["seen_mask"]
+    n_users, n_cols = scores.shape
+    assert n_users == 305 == len(data["user_raw_ids"]) == len(data["target_raw_ids"])
+    assert n_cols == len(data["item_raw_ids"]) and data["item_raw_ids"][0] == "[PAD]"
+    assert np.isneginf(scores[:, 0]).all() and np.isfinite(scores[:, 1:]).all()
+    np.testing.assert_array_equal(data["item_raw_ids"][target], data["target_raw_ids"])
+    # Seen = every earlier interaction: each light user has 20..40 ratings, the test one excluded.
+    raw = _raw_ratings()
+    n_ratings = raw.groupby("user_id").size().loc[data["user_raw_ids"].astype(int)].to_numpy()
+    np.testing.assert_array_equal(seen.sum(axis=1), n_ratings - 1)
+    first_row = raw.sort_values(["user_id", "timestamp"], kind="stable").groupby("user_id").head(1)
+    first_item = first_row.set_index("user_id").loc[data["user_raw_ids"].astype(int), "item_id"]
+    column_of = {raw: column for column, raw in enumerate(data["item_raw_ids"])}
+    first_col = np.array([column_of[str(item)] for item in first_item])
+    assert seen[np.arange(n_users), first_col].all()
+    assert not seen[np.arange(n_users), target].any()  # ML-100K has no repeat ratings
+
+    # The exported matrix reproduces RecBole's own evaluation (6 decimals) ...
+    paper = ranking_metrics(scores, target)
+    for key, value in recbole_metrics.items():
+        assert paper[key] == pytest.approx(value, abs=2e-6)
+    # ... and the project's evaluator agrees on both variants.
+    import scipy.sparse as sp
+
+    from model.evaluate import mask_seen, metrics_from_ranks, target_ranks
+
+    scores_t, target_t = torch.from_numpy(scores), torch.from_numpy(target)
+    ours_paper = metrics_from_ranks(target_ranks(scores_t, target_t), (5, 10, 20))
+    masked = mask_seen(scores_t, sp.csr_matrix(seen), torch.arange(n_users))
+    ours_production = metrics_from_ranks(target_ranks(masked, target_t), (5, 10, 20))
+    production = summary["test_metrics_from_scores"]["production"]
+    for key in recbole_metrics:
+        assert ours_paper[key] == pytest.approx(paper[key], abs=1e-12)
+        assert ours_production[key] == pytest.approx(production[key], abs=1e-12)
+        assert production[key] >= paper[key] - 1e-12  # masking seen items only helps unseen targets
+
+
+@pytest.mark.slow
+def test_training_throughput():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figures = measure_training_throughput(
+            n_batches=2,
+            batch_size=256,
+            max_len=20,
+            device="cpu",
+            overrides={"hidden_size": 32, "inner_size": 64, "n_layers": 1, "n_heads": 1},
+        )
+    assert figures["sequences"] == 512
+    assert figures["sequences_per_second"] > 0
+    assert figures["max_len"] == 20 and figures["batch_size"] == 256
+    assert figures["train_samples_per_epoch"] == 97_171
