@@ -1,0 +1,1 @@
+"""Great Expectations suites (JSON, the source of truth for "valid") and the gate that runs them."""

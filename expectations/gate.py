@@ -1,0 +1,307 @@
+"""The gate: run a Great Expectations suite on a Spark DataFrame, and derive quarantine predicates from it.
+
+One definition of valid. The suites in this folder are the source of truth. An expectation
+whose ``meta.level`` is ``row`` also defines which rows are quarantined: :func:`row_predicates`
+turns its configuration into a Spark column predicate that is true for exactly the rows GE
+counts as unexpected (nulls are "missing", not unexpected, for every type but not-null, as in
+GE). :func:`tag_rows` applies all of them in one pass of column expressions and names each
+quarantined row after the first expectation it fails. GE then validates the tagged frame on
+the executors (never collecting rows to the driver): row expectations with a ``mostly`` that
+allows the configured quarantine share, batch expectations (schema, quarantine ratio, row
+count) that must hold. A failed validation raises :class:`GateError`, which names the failing
+expectations and their counts.
+
+Results of every validation are kept as JSON and as a Data Docs HTML page
+(``<lake>/<pipeline.validation_dir>/<run_date>/<suite>.json|.html``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from pyspark.sql import Column, DataFrame
+
+log = logging.getLogger(__name__)
+
+SUITE_DIR = Path(__file__).resolve().parent
+ROW = "row"
+BATCH = "batch"
+PARAMETER = "$PARAMETER"
+DEFAULT_RESULT_FORMAT = "BASIC"
+
+
+class GateError(RuntimeError):
+    """A batch failed its suite: the run stops before anything downstream is written."""
+
+    def __init__(self, suite: str, message: str, failures: Sequence[Failure]) -> None:
+        self.suite = suite
+        self.failures = list(failures)
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One expectation of a suite as configured in its JSON."""
+
+    type: str
+    kwargs: Mapping[str, Any]
+    meta: Mapping[str, Any]
+
+    @property
+    def level(self) -> str:
+        return self.meta.get("level", BATCH)
+
+    @property
+    def name(self) -> str:
+        """``type(column)``: the quarantine reason of a row expectation, and how errors name it."""
+        columns = self.kwargs.get("column") or ",".join(self.kwargs.get("column_list", ()))
+        return f"{self.type}({columns})" if columns else self.type
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A suite loaded from ``expectations/<name>.json``."""
+
+    name: str
+    config: Mapping[str, Any]
+
+    @property
+    def expectations(self) -> list[Expectation]:
+        return [
+            Expectation(e["type"], e.get("kwargs", {}), e.get("meta", {}))
+            for e in self.config["expectations"]
+        ]
+
+    @property
+    def row_expectations(self) -> list[Expectation]:
+        return [e for e in self.expectations if e.level == ROW]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed expectation, with what GE observed."""
+
+    name: str
+    level: str
+    check: str
+    observed: str
+    unexpected_count: int | None
+
+
+def load_suite(name: str, suite_dir: Path = SUITE_DIR) -> Suite:
+    """Read ``<suite_dir>/<name>.json``; row-level expectations must be derivable to predicates."""
+    path = suite_dir / f"{name}.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path}: no such expectation suite") from exc
+    suite = Suite(config.get("name", name), config)
+    for expectation in suite.expectations:
+        if expectation.level not in (ROW, BATCH):
+            raise ValueError(f"{path}: {expectation.name}: meta.level must be 'row' or 'batch'")
+        if expectation.level == ROW and expectation.type not in _PREDICATES:
+            raise ValueError(
+                f"{path}: {expectation.name}: no row predicate for {expectation.type}; "
+                f"row-level expectations may be {sorted(_PREDICATES)}"
+            )
+    return suite
+
+
+# ---------------------------------------------------------------------- row predicates
+
+
+def resolve(value: Any, parameters: Mapping[str, Any]) -> Any:
+    """A kwarg with ``{"$PARAMETER": name}`` replaced by its value, as GE resolves it."""
+    if isinstance(value, Mapping) and PARAMETER in value:
+        name = value[PARAMETER]
+        if name not in parameters:
+            raise KeyError(f"suite parameter {name!r} has no value (given: {sorted(parameters)})")
+        return parameters[name]
+    return value
+
+
+def _not_null(kwargs: Mapping[str, Any], parameters: Mapping[str, Any]) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.col(kwargs["column"]).isNull()
+
+
+def _between(kwargs: Mapping[str, Any], parameters: Mapping[str, Any]) -> Column:
+    from pyspark.sql import functions as F
+
+    column = F.col(kwargs["column"])
+    low, high = resolve(kwargs.get("min_value"), parameters), resolve(kwargs.get("max_value"), parameters)
+    inside = F.lit(True)
+    if low is not None:
+        inside = inside & (column > low if kwargs.get("strict_min") else column >= low)
+    if high is not None:
+        inside = inside & (column < high if kwargs.get("strict_max") else column <= high)
+    return column.isNotNull() & ~inside
+
+
+def _in_set(kwargs: Mapping[str, Any], parameters: Mapping[str, Any]) -> Column:
+    from pyspark.sql import functions as F
+
+    column = F.col(kwargs["column"])
+    return column.isNotNull() & ~column.isin(list(resolve(kwargs["value_set"], parameters)))
+
+
+_PREDICATES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Column]] = {
+    "expect_column_values_to_not_be_null": _not_null,
+    "expect_column_values_to_be_between": _between,
+    "expect_column_values_to_be_in_set": _in_set,
+}
+
+
+def row_predicates(suite: Suite, parameters: Mapping[str, Any]) -> list[tuple[str, Column]]:
+    """(name, predicate true for the rows the expectation rejects), for every row expectation."""
+    return [(e.name, _PREDICATES[e.type](e.kwargs, parameters)) for e in suite.row_expectations]
+
+
+def tag_rows(
+    df: DataFrame,
+    suite: Suite,
+    parameters: Mapping[str, Any],
+    reason_col: str,
+    quarantined_col: str,
+    prior_reason_col: str | None = None,
+) -> DataFrame:
+    """Add the quarantine ``reason_col`` (null = clean) and a 0/1 ``quarantined_col``, in one pass.
+
+    The reason is ``prior_reason_col`` when set (e.g. a parse error), else the name of the first
+    row expectation, in suite order, that the row fails.
+    """
+    from pyspark.sql import functions as F
+
+    reason = F.lit(None).cast("string")
+    for name, predicate in reversed(row_predicates(suite, parameters)):
+        reason = F.when(predicate, F.lit(name)).otherwise(reason)
+    if prior_reason_col is not None:
+        reason = F.coalesce(F.col(prior_reason_col), reason)
+    return df.withColumn(reason_col, reason).withColumn(
+        quarantined_col, F.col(reason_col).isNotNull().cast("int")
+    )
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def validate(
+    df: DataFrame,
+    suite: Suite,
+    parameters: Mapping[str, Any],
+    result_format: str | Mapping[str, Any] = DEFAULT_RESULT_FORMAT,
+) -> ExpectationSuiteValidationResult:
+    """Validate ``df`` with GE 1.x (ephemeral context, Spark dataframe asset, whole-frame batch)."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
+    batch_definition = (
+        context.data_sources.add_spark(name=label)
+        .add_dataframe_asset(name=suite.name)
+        .add_batch_definition_whole_dataframe(suite.name)
+    )
+    gx_suite = context.suites.add(
+        gx.ExpectationSuite(
+            name=label,
+            expectations=[dict(e) for e in suite.config["expectations"]],
+            meta=dict(suite.config.get("meta", {})),
+        )
+    )
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=label, data=batch_definition, suite=gx_suite)
+    )
+    return definition.run(
+        batch_parameters={"dataframe": df},
+        expectation_parameters=dict(parameters),
+        result_format=result_format,
+    )
+
+
+def _describe_observed(result: Mapping[str, Any]) -> tuple[str, int | None]:
+    if "unexpected_count" in result:
+        count, total = result["unexpected_count"], result.get("element_count")
+        sample = result.get("partial_unexpected_list") or []
+        text = f"{count:,} of {total:,} rows unexpected" if total is not None else f"{count:,} unexpected"
+        if sample:
+            text += f", e.g. {sample[:5]!r}"
+        return text, count
+    return f"observed {result.get('observed_value')!r}", None
+
+
+def failures(result: ExpectationSuiteValidationResult) -> list[Failure]:
+    """The failed expectations of a validation, described."""
+    found = []
+    for item in result.results:
+        if item.success:
+            continue
+        config = item.expectation_config
+        expectation = Expectation(config.type, config.kwargs, config.meta or {})
+        if item.exception_info and item.exception_info.get("raised_exception"):
+            observed, count = f"raised {item.exception_info.get('exception_message')}", None
+        else:
+            observed, count = _describe_observed(item.result or {})
+        bounds = {
+            k: v for k, v in config.kwargs.items() if k in ("min_value", "max_value", "value_set", "mostly")
+        }
+        found.append(
+            Failure(
+                expectation.name,
+                expectation.level,
+                str(expectation.meta.get("check", "")),
+                f"{observed}; expected {bounds}" if bounds else observed,
+                count,
+            )
+        )
+    return found
+
+
+def failure_message(suite: Suite, where: str, found: Sequence[Failure], context: str = "") -> str:
+    lines = [f"{suite.name} gate failed for {where}: {len(found)} expectation(s) failed"]
+    for failure in found:
+        check = f" [{failure.check}]" if failure.check else ""
+        lines.append(f"  - {failure.name}{check}: {failure.observed}")
+    if context:
+        lines.append(context)
+    return "\n".join(lines)
+
+
+def check(result: ExpectationSuiteValidationResult, suite: Suite, where: str, context: str = "") -> None:
+    """Raise :class:`GateError` naming every failing expectation and its counts."""
+    if result.success:
+        return
+    found = failures(result)
+    raise GateError(suite.name, failure_message(suite, where, found, context), found)
+
+
+def unexpected_counts(result: ExpectationSuiteValidationResult) -> dict[str, int]:
+    """GE's unexpected row count of every column-map expectation, by expectation name."""
+    counts = {}
+    for item in result.results:
+        config = item.expectation_config
+        if item.result and "unexpected_count" in item.result:
+            counts[Expectation(config.type, config.kwargs, config.meta or {}).name] = int(
+                item.result["unexpected_count"]
+            )
+    return counts
+
+
+def render_html(result: ExpectationSuiteValidationResult) -> str:
+    """The Data Docs page of one validation result."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+
+
+def result_json(result: ExpectationSuiteValidationResult) -> dict[str, Any]:
+    return result.to_json_dict()

@@ -1,0 +1,57 @@
+"""Column names of the pipeline tables, beyond the ratings schema of :mod:`recsys.schema`."""
+
+from recsys.delta import RUN_DATE_COL
+from recsys.schema import ITEM_COL, RATING_COL, RATINGS_COLUMNS, TIMESTAMP_COL, USER_COL
+
+__all__ = [
+    "GAP_COL",
+    "ITEMS_COL",
+    "ITEM_COL",
+    "LINE_NUMBER_COL",
+    "N_EVENTS_COL",
+    "PARSE_ERROR_COL",
+    "POSITION_COL",
+    "QUARANTINED_COL",
+    "RATINGS_COLUMNS",
+    "RATING_COL",
+    "RAW_COL",
+    "REASON_COL",
+    "RUN_DATE_COL",
+    "SESSION_IDS_COL",
+    "SESSION_ID_COL",
+    "SESSION_POSITION_COL",
+    "SOURCE_FILE_COL",
+    "SOURCE_HEADER_COL",
+    "SPLIT_COL",
+    "STAGE_COL",
+    "TIMESTAMPS_COL",
+    "TIMESTAMP_COL",
+    "TIME_GAPS_COL",
+    "USER_COL",
+]
+
+# ratings_bronze: where a line came from, what it said, and why it could not be parsed
+SOURCE_FILE_COL = "source_file"
+LINE_NUMBER_COL = "line_number"
+RAW_COL = "raw"
+SOURCE_HEADER_COL = "source_header"
+PARSE_ERROR_COL = "parse_error"
+
+# ratings_quarantine, and the gate's tagged frame
+REASON_COL = "reason"
+STAGE_COL = "stage"
+QUARANTINED_COL = "is_quarantined"
+
+# sessions (one row per event)
+SESSION_ID_COL = "session_id"
+POSITION_COL = "position"
+SESSION_POSITION_COL = "session_position"
+GAP_COL = "gap_seconds"
+
+# sequences (one row per user)
+ITEMS_COL = "item_ids"
+TIMESTAMPS_COL = "timestamps"
+TIME_GAPS_COL = "time_gaps"
+SESSION_IDS_COL = "session_ids"
+SPLIT_COL = "split"
+N_EVENTS_COL = "n_events"

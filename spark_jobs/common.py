@@ -1,0 +1,167 @@
+"""What every job shares: its run context, command line, and small lake I/O helpers."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from recsys.cli import add_run_date_argument, configure_logging
+from recsys.config import Config, add_config_arguments, config_from_args, join_uri
+from recsys.delta import RUN_DATE_COL, publish_partition, read_partition, run_id_for
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One run of one date: the configuration, the logical date and the run id stamped on commits."""
+
+    config: Config
+    run_date: dt.date
+    run_id: str
+
+    @classmethod
+    def for_date(cls, config: Config, run_date: dt.date, run_id: str | None = None) -> RunContext:
+        return cls(config, run_date, run_id or run_id_for(run_date))
+
+    def table(self, name: str) -> str:
+        """Location of a Delta table by its logical name in ``config.tables``."""
+        return self.config.table_path(name)
+
+    def lake_uri(self, *parts: str) -> str:
+        uri = self.config.project_path(self.config.lake.root)
+        for part in parts:
+            uri = join_uri(uri, part)
+        return uri
+
+    def validation_uri(self, name: str) -> str:
+        """Where this run's validation results of ``name`` go (a file name without suffix)."""
+        return self.lake_uri(self.config.pipeline.validation_dir, self.run_date.isoformat(), name)
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    """``--run-date``, ``--config`` and ``--set``: the command line of every job."""
+    parser = argparse.ArgumentParser(description=description)
+    add_run_date_argument(parser)
+    add_config_arguments(parser)
+    return parser
+
+
+def context_from_args(args: argparse.Namespace) -> RunContext:
+    configure_logging()
+    return RunContext.for_date(config_from_args(args), args.run_date)
+
+
+def run_date_literal(run_date: dt.date) -> str:
+    return f"DATE'{run_date.isoformat()}'"
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read_run(spark: SparkSession, ctx: RunContext, table: str) -> DataFrame:
+    """This run's partition of ``table``; an error that says which job to run when it is missing."""
+    path = ctx.table(table)
+    if not table_exists(spark, path):
+        raise FileNotFoundError(
+            f"{path}: table {table} does not exist; run the job that writes it for {ctx.run_date} first"
+        )
+    return read_partition(spark, path, ctx.run_date)
+
+
+def publish(df: DataFrame, ctx: RunContext, table: str) -> str:
+    """Replace this run's partition of ``table`` with ``df`` (which carries run_date)."""
+    path = ctx.table(table)
+    publish_partition(df, path, ctx.run_date, ctx.run_id)
+    log.info("published %s for %s (%s)", table, ctx.run_date, path)
+    return path
+
+
+def publish_slice(
+    df: DataFrame, path: str, run_date: dt.date, run_id: str, partition: Mapping[str, str]
+) -> None:
+    """Like :func:`recsys.delta.publish_partition`, for a table partitioned by run_date and more.
+
+    Replaces exactly the rows of ``run_date`` and the given values of the further partition
+    columns, so two jobs can each own a slice of one run_date (ingest and gate in quarantine).
+    """
+    predicate = " AND ".join(
+        [f"{RUN_DATE_COL} = {run_date_literal(run_date)}"]
+        + [f"{column} = '{value}'" for column, value in partition.items()]
+    )
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .option("userMetadata", run_id)
+        .partitionBy(RUN_DATE_COL, *partition)
+        .save(path)
+    )
+
+
+def previous_run_date(spark: SparkSession, path: str, run_date: dt.date) -> dt.date | None:
+    """The latest run_date of the table at ``path`` before ``run_date`` (None when there is none)."""
+    from pyspark.sql import functions as F
+
+    if not table_exists(spark, path):
+        return None
+    row = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col(RUN_DATE_COL) < F.lit(run_date).cast("date"))
+        .agg(F.max(RUN_DATE_COL).alias("previous"))
+        .first()
+    )
+    return None if row is None else row["previous"]
+
+
+# ------------------------------------------------------------------ text files in the lake
+# Through Hadoop's FileSystem so the same code writes to a local lake and to s3a:// or abfss://.
+
+
+def _hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    fs, path = _hadoop_path(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def read_text(spark: SparkSession, uri: str) -> str | None:
+    """The file's text, or None when it does not exist."""
+    fs, path = _hadoop_path(spark, uri)
+    if not fs.exists(path):
+        return None
+    jvm = spark.sparkContext._jvm
+    stream = fs.open(path)
+    try:
+        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+
+
+def write_json(spark: SparkSession, uri: str, payload: Mapping[str, Any] | Sequence[Any]) -> None:
+    write_text(spark, uri, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(spark: SparkSession, uri: str) -> Any:
+    text = read_text(spark, uri)
+    return None if text is None else json.loads(text)

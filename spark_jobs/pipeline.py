@@ -1,0 +1,99 @@
+"""The whole ratings pipeline for one run date: ingest -> gate -> silver -> sessions -> sequences -> gate.
+
+Used by ``make run`` (:mod:`recsys.nightly`), the benchmark, and later by Airflow tasks (which
+call the same job ``run`` functions one task each). A failing gate raises
+:class:`expectations.gate.GateError` and nothing after it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from spark_jobs import ingest, sequences, sessionize, silver, validate
+from spark_jobs.common import RunContext, context_from_args, job_parser
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TABLES = (
+    "ratings_bronze",
+    "ratings_quarantine",
+    "ratings_silver",
+    "ratings_run_stats",
+    "sessions",
+    "sequences",
+)
+
+
+@dataclass
+class PipelineResult:
+    """What one run produced: table locations, the accounting, gate summaries, seconds per stage."""
+
+    tables: dict[str, str]
+    stats: silver.RunStats | None = None
+    ratings_gate: dict[str, Any] | None = None
+    sequences_gate: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_pipeline(
+    spark: SparkSession, ctx: RunContext, paths: Sequence[str], format_name: str
+) -> PipelineResult:
+    """Run every stage for ``ctx.run_date`` on ``paths`` (a raw ratings file of ``format_name``)."""
+    result = PipelineResult(tables={name: ctx.table(name) for name in OUTPUT_TABLES})
+
+    def stage(name: str, step: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        log.info("stage %s: start (%s)", name, ctx.run_date)
+        value = step()
+        result.seconds[name] = round(time.perf_counter() - start, 3)
+        log.info("stage %s: done in %.1fs", name, result.seconds[name])
+        return value
+
+    stage("ingest", lambda: ingest.run(spark, ctx, paths, format_name))
+    result.ratings_gate = stage("ratings_gate", lambda: validate.run_ratings_gate(spark, ctx))
+    # Silver and sessions hand their published frames (persisted, partitioned by user) to the
+    # next stage, which then needs no shuffle; run alone, each job reads its input table.
+    silver_output = stage("silver", lambda: silver.run(spark, ctx, keep=True))
+    result.stats = silver_output.stats
+    try:
+        sessions = stage("sessions", lambda: sessionize.run(spark, ctx, silver_output.frame, keep=True))
+    finally:
+        silver_output.frame.unpersist()
+    try:
+        stage("sequences", lambda: sequences.run(spark, ctx, sessions))
+    finally:
+        sessions.unpersist()
+    result.sequences_gate = stage("sequences_gate", lambda: validate.run_sequences_gate(spark, ctx))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    from recsys.datasets import raw_source
+    from recsys.datasets.formats import FORMATS
+    from recsys.spark import build_spark
+
+    parser = job_parser("the whole ratings pipeline for one run date")
+    parser.add_argument("--input", nargs="+", default=None, help="raw files (default: data.dataset's file)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default=None, help="format of --input")
+    args = parser.parse_args(argv)
+    ctx = context_from_args(args)
+    if args.input:
+        if args.format is None:
+            parser.error("--format is required with --input")
+        paths, format_name = args.input, args.format
+    else:
+        source = raw_source(ctx.config)
+        paths, format_name = [str(source.path)], source.format_name
+    result = run_pipeline(build_spark(ctx.config, app_name="ratings-pipeline"), ctx, paths, format_name)
+    log.info("pipeline %s done: %s; seconds %s", ctx.run_date, result.stats, result.seconds)
+
+
+if __name__ == "__main__":
+    main()

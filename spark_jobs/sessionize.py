@@ -1,0 +1,121 @@
+"""Sessionize: ``ratings_silver`` -> ``sessions`` (one row per event, with its session).
+
+A user's events are ordered by (``timestamp``, ``item_id``): equal timestamps are common in
+MovieLens (several ratings submitted in the same second), and since silver holds one rating per
+user and item, the item id makes the order total and independent of the file's line order.
+A new session starts at a user's first event and whenever the gap to the previous event is
+strictly greater than ``pipeline.session_gap_seconds``.
+
+Per event:
+
+* ``session_id``: the user's session number, 0-based in time order ((user_id, session_id) is
+  the session key);
+* ``position``: the event's 0-based index in the user's history;
+* ``session_position``: its 0-based index in its session;
+* ``gap_seconds``: seconds since the user's previous event (0 for the first).
+
+Window functions only (one shuffle by user, one sort); no Python UDFs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from spark_jobs.columns import (
+    GAP_COL,
+    ITEM_COL,
+    POSITION_COL,
+    RATING_COL,
+    RUN_DATE_COL,
+    SESSION_ID_COL,
+    SESSION_POSITION_COL,
+    TIMESTAMP_COL,
+    USER_COL,
+)
+from spark_jobs.common import RunContext, context_from_args, job_parser, publish, read_run
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+SESSION_COLUMNS = (
+    USER_COL,
+    ITEM_COL,
+    RATING_COL,
+    TIMESTAMP_COL,
+    SESSION_ID_COL,
+    POSITION_COL,
+    SESSION_POSITION_COL,
+    GAP_COL,
+    RUN_DATE_COL,
+)
+_NEW_SESSION = "_new_session"
+
+
+def sessionize(
+    events: DataFrame,
+    gap_seconds: int,
+    user_col: str = USER_COL,
+    item_col: str = ITEM_COL,
+    time_col: str = TIMESTAMP_COL,
+) -> DataFrame:
+    """Add ``session_id``, ``position``, ``session_position`` and ``gap_seconds`` to every event."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    history = Window.partitionBy(user_col).orderBy(time_col, item_col)
+    so_far = history.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    previous = F.lag(time_col).over(history)
+    with_gaps = events.select(
+        "*",
+        (F.row_number().over(history) - 1).alias(POSITION_COL),
+        F.coalesce(F.col(time_col) - previous, F.lit(0)).alias(GAP_COL),
+        (previous.isNull() | (F.col(time_col) - previous > gap_seconds)).alias(_NEW_SESSION),
+    )
+    session_start = F.max(F.when(F.col(_NEW_SESSION), F.col(POSITION_COL))).over(so_far)
+    return with_gaps.select(
+        *[c for c in events.columns],
+        (F.sum(F.col(_NEW_SESSION).cast("int")).over(so_far) - 1).cast("int").alias(SESSION_ID_COL),
+        F.col(POSITION_COL).cast("int").alias(POSITION_COL),
+        (F.col(POSITION_COL) - session_start).cast("int").alias(SESSION_POSITION_COL),
+        F.col(GAP_COL),
+    )
+
+
+def run(
+    spark: SparkSession, ctx: RunContext, silver: DataFrame | None = None, keep: bool = False
+) -> DataFrame | None:
+    """Publish this run's sessions partition.
+
+    ``silver`` is this run's published silver partition when the caller has it in hand (the
+    pipeline, whose silver frame is already partitioned by user); by default it is read from
+    the table. With ``keep`` the published frame is returned persisted; the caller unpersists it.
+    """
+    if silver is None:
+        silver = read_run(spark, ctx, "ratings_silver")
+    events = silver.select(USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, RUN_DATE_COL)
+    sessions = sessionize(events, ctx.config.pipeline.session_gap_seconds).select(*SESSION_COLUMNS)
+    if not keep:
+        publish(sessions, ctx, "sessions")
+        return None
+    sessions = sessions.persist()
+    try:
+        publish(sessions, ctx, "sessions")
+    except BaseException:
+        sessions.unpersist()
+        raise
+    return sessions
+
+
+def main(argv: list[str] | None = None) -> None:
+    from recsys.spark import build_spark
+
+    args = job_parser("ratings_silver -> sessions (gap-based) for one run date").parse_args(argv)
+    ctx = context_from_args(args)
+    run(build_spark(ctx.config, app_name="sessionize"), ctx)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Silver: this run's gated bronze -> ``ratings_silver`` (typed, deduplicated), with exact row accounting.
+
+Rows kept are those the ratings gate did not quarantine: the same predicates, derived from
+``expectations/ratings.json`` with the same parameters, so silver and quarantine partition the
+batch. The silver job refuses to run when the gate has not passed for this run date.
+
+Dedup policy (one rating per user and item):
+
+* a user who rated the same item more than once (a re-rating) keeps the rating with the latest
+  ``timestamp``;
+* on equal timestamps the rating from the later line wins, ordered by (``source_file``,
+  ``line_number``) — a later line of the export records the later write;
+* exact duplicates (same user, item, rating and timestamp) are the special case where every
+  copy is equal: one is kept (the last line, by the rule above).
+
+Row accounting is exact and recorded in ``ratings_run_stats`` (one row per run_date)::
+
+    rows_read (bronze) = rows_silver + rows_quarantined (ingest + gate) + duplicates_removed
+
+Each term is counted independently (bronze partition, silver frame, quarantine table, copies
+beyond the first of each user and item); if they do not add up the job fails before it
+publishes. The silver frame is validated with ``expectations/ratings_silver.json``
+(types, one row per user and item) before it is published.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from expectations.gate import check, load_suite, validate
+from spark_jobs.columns import (
+    ITEM_COL,
+    LINE_NUMBER_COL,
+    RATING_COL,
+    REASON_COL,
+    RUN_DATE_COL,
+    SOURCE_FILE_COL,
+    TIMESTAMP_COL,
+    USER_COL,
+)
+from spark_jobs.common import RunContext, context_from_args, job_parser, publish, read_json, read_run
+from spark_jobs.ingest import MANIFEST
+from spark_jobs.validate import (
+    RATINGS_SUITE,
+    ratings_parameters,
+    require_gate_passed,
+    save_results,
+    tag_bronze,
+)
+
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+SILVER_SUITE = "ratings_silver"
+SILVER_COLUMNS = (
+    USER_COL,
+    ITEM_COL,
+    RATING_COL,
+    TIMESTAMP_COL,
+    SOURCE_FILE_COL,
+    LINE_NUMBER_COL,
+    RUN_DATE_COL,
+)
+COPIES_COL = "_copies"
+_RANK = "_rank"
+
+
+class AccountingError(RuntimeError):
+    """rows read != silver + quarantined + duplicates: rows were lost or invented."""
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """The accounting row of one run_date in ``ratings_run_stats``."""
+
+    rows_read: int
+    rows_quarantined: int
+    rows_quarantined_ingest: int
+    rows_quarantined_gate: int
+    duplicates_removed: int
+    rows_silver: int
+
+    def check(self) -> None:
+        if self.rows_read != self.rows_silver + self.rows_quarantined + self.duplicates_removed:
+            raise AccountingError(
+                f"row accounting does not add up: read {self.rows_read:,} != silver {self.rows_silver:,}"
+                f" + quarantined {self.rows_quarantined:,} + duplicates removed {self.duplicates_removed:,}"
+            )
+
+
+def rank_duplicates(ratings: DataFrame) -> DataFrame:
+    """Add ``_rank`` (1 = the rating the dedup policy keeps) and ``_copies`` per (user_id, item_id).
+
+    The frame is hash-partitioned by user first: that satisfies the (user, item) windows, and
+    the partitioning survives into silver, so sessions and sequences built from this frame in
+    the same process need no further shuffle.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    key = Window.partitionBy(USER_COL, ITEM_COL)
+    latest_first = key.orderBy(
+        F.col(TIMESTAMP_COL).desc(), F.col(SOURCE_FILE_COL).desc(), F.col(LINE_NUMBER_COL).desc()
+    )
+    return (
+        ratings.repartition(USER_COL)
+        .withColumn(_RANK, F.row_number().over(latest_first))
+        .withColumn(COPIES_COL, F.count(F.lit(1)).over(key))
+    )
+
+
+def deduplicate(ratings: DataFrame) -> DataFrame:
+    """One row per (user_id, item_id), chosen by the dedup policy; ``_copies`` = rows it stood for."""
+    from pyspark.sql import functions as F
+
+    return rank_duplicates(ratings).where(F.col(_RANK) == 1).drop(_RANK)
+
+
+def clean_rows(tagged: DataFrame) -> DataFrame:
+    """The rows the gate did not quarantine, typed."""
+    from pyspark.sql import functions as F
+
+    return tagged.where(F.col(REASON_COL).isNull())
+
+
+def quarantined_rows(spark: SparkSession, ctx: RunContext) -> tuple[int, int]:
+    """Rows of this run in ratings_quarantine, (ingest, gate)."""
+    from pyspark.sql import functions as F
+
+    counts = dict(
+        read_run(spark, ctx, "ratings_quarantine").groupBy("stage").agg(F.count(F.lit(1))).collect()
+    )
+    return int(counts.get("ingest", 0)), int(counts.get("gate", 0))
+
+
+def validate_silver(silver: DataFrame) -> ExpectationSuiteValidationResult:
+    """``expectations/ratings_silver.json`` on the silver frame.
+
+    Counts only (BOOLEAN_ONLY) on the normal path: GE's uniqueness check costs a shuffle per
+    metric. A failure is validated again with examples for the error message.
+    """
+    suite = load_suite(SILVER_SUITE)
+    frame = silver.select(USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL)
+    result = validate(frame, suite, {}, result_format="BOOLEAN_ONLY")
+    return result if result.success else validate(frame, suite, {}, result_format="BASIC")
+
+
+@dataclass
+class SilverOutput:
+    stats: RunStats
+    # The published silver partition (plus _copies), persisted, when run(keep=True); the caller
+    # unpersists it.
+    frame: DataFrame | None
+
+
+def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutput:
+    """Publish this run's silver partition and its accounting row."""
+    from pyspark.sql import functions as F
+
+    from recsys.delta import with_run_date
+
+    require_gate_passed(spark, ctx, RATINGS_SUITE)
+    manifest = read_json(spark, f"{ctx.validation_uri(MANIFEST)}.json")
+    parameters = ratings_parameters(ctx.config, ctx.run_date, manifest["format"])
+    bronze = read_run(spark, ctx, "ratings_bronze")
+    tagged = tag_bronze(bronze, load_suite(RATINGS_SUITE), parameters)
+    silver = deduplicate(clean_rows(tagged)).select(*SILVER_COLUMNS, COPIES_COL).persist()
+    try:
+        totals = silver.agg(
+            F.count(F.lit(1)).alias("rows"), F.sum(F.col(COPIES_COL) - 1).alias("dups")
+        ).first()
+        ingest_q, gate_q = quarantined_rows(spark, ctx)
+        stats = RunStats(
+            rows_read=bronze.count(),
+            rows_quarantined=ingest_q + gate_q,
+            rows_quarantined_ingest=ingest_q,
+            rows_quarantined_gate=gate_q,
+            duplicates_removed=int(totals["dups"] or 0),
+            rows_silver=int(totals["rows"]),
+        )
+        stats.check()
+        suite = load_suite(SILVER_SUITE)
+        result = validate_silver(silver)
+        save_results(spark, ctx, suite, result, {"accounting": asdict(stats)})
+        check(result, suite, f"run_date {ctx.run_date}")
+        publish(silver.select(*SILVER_COLUMNS), ctx, "ratings_silver")
+    except BaseException:
+        silver.unpersist()
+        raise
+    stats_row = spark.createDataFrame([(ctx.run_id, *asdict(stats).values())], _STATS_SCHEMA)
+    publish(with_run_date(stats_row, ctx.run_date), ctx, "ratings_run_stats")
+    log.info("silver %s: %s", ctx.run_date, stats)
+    if not keep:
+        silver.unpersist()
+    return SilverOutput(stats, silver if keep else None)
+
+
+_STATS_SCHEMA = (
+    "run_id string, rows_read long, rows_quarantined long, rows_quarantined_ingest long, "
+    "rows_quarantined_gate long, duplicates_removed long, rows_silver long"
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from recsys.spark import build_spark
+
+    args = job_parser("gated bronze -> deduplicated ratings_silver for one run date").parse_args(argv)
+    ctx = context_from_args(args)
+    run(build_spark(ctx.config, app_name="silver"), ctx)
+
+
+if __name__ == "__main__":
+    main()
