@@ -4,8 +4,10 @@ RecBole is installed with ``pip install --no-deps recbole==1.2.1`` because its o
 (colorlog==4.7.2, colorama==0.4.4, ray, tensorboard, numpy<2 era code) conflict with the
 tree in ``requirements.lock``. Instead of vendoring or forking it, :func:`import_recbole`
 applies the small set of shims below, then imports the RecBole modules we use. The function
-is idempotent and every shim is conditional: it is only installed when the real thing is
-missing or broken, so installing the real package later simply makes the shim a no-op.
+is idempotent. Shims 1-3 are installed only when the package is missing (installing it later
+makes them no-ops), shim 4 only defines names NumPy lacks, and shims 5-8 narrowly change
+RecBole behaviour that is wrong for a library living inside a larger process.
+:func:`applied_shims` lists what was actually applied.
 
 Shims (each narrow, each with the reason):
 
@@ -77,6 +79,11 @@ Shims (each narrow, each with the reason):
    the original and then restores the variable exactly (value, or absence). RecBole still
    picks ``config["device"]`` (cpu when ``gpu_id`` is empty or CUDA is unavailable, else
    ``cuda``); callers that need a specific device set ``config["device"]`` afterwards.
+
+Checked and deliberately not shimmed: pandas 2.3 warns (FutureWarning) about RecBole's
+chained ``feat[field].fillna(..., inplace=True)`` but still fills in place (verified; it stops
+working in pandas 3, which this project does not use); ``torch.cuda.amp.GradScaler`` only warns
+about its deprecation; ``colorlog`` 6.x needs nothing (above).
 
 Nothing else in RecBole is modified. RecBole's ``init_logger`` writes into ``./log/`` of
 the working directory; callers in this project do not call it (see
