@@ -1,0 +1,191 @@
+"""The gate: predicates derived from the suites agree with GE; bad batches stop the run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from expectations.gate import GateError, load_suite, row_predicates, tag_rows, validate
+from spark_jobs import ingest, silver
+from spark_jobs.common import RunContext, table_exists
+from spark_jobs.pipeline import run_pipeline
+from spark_jobs.validate import (
+    end_of_day,
+    ratings_parameters,
+    require_gate_passed,
+    run_ratings_gate,
+    sequence_checks,
+    tag_bronze,
+)
+from tests.conftest import config_with_lake
+
+pytestmark = pytest.mark.spark
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline"
+DAY = dt.date(2024, 1, 1)
+TAGGED = (
+    "line_number long, user_id long, item_id long, rating double, timestamp long, "
+    "source_header string, parse_error string"
+)
+HEADER = "userId,movieId,rating,timestamp"
+
+
+def _config(tmp_path, *overrides):
+    return config_with_lake(tmp_path / "lake", "data.dataset=synthetic", *overrides)
+
+
+def _bronze_like(spark):
+    """Rows on, inside and outside every bound of the ratings suite, with nulls and a parse error."""
+    future = end_of_day(DAY)
+    rows = [
+        (1, 1, 10, 4.0, 1_000_000_000, HEADER, None),
+        (2, 1, 10, 0.5, 788_918_400, HEADER, None),  # both lower bounds exactly
+        (3, 1, 10, 5.0, future, HEADER, None),  # both upper bounds exactly
+        (4, 1, 10, 5.5, 1_000_000_000, HEADER, None),  # rating over the scale
+        (5, 1, 10, 0.0, 1_000_000_000, HEADER, None),  # rating under the scale
+        (6, 1, 10, 4.0, future + 1, HEADER, None),  # one second after the run date
+        (7, 1, 10, 4.0, 788_918_399, HEADER, None),  # before MovieLens
+        (8, 0, 10, 4.0, 1_000_000_000, HEADER, None),  # user id 0
+        (9, 1, -3, 9.0, 1_000_000_000, HEADER, None),  # bad item id and rating: first reason wins
+        (10, None, None, None, None, HEADER, "non_numeric_id"),  # parse error: nulls
+        (11, 2, None, 4.0, 1_000_000_000, HEADER, None),  # null without a parse error
+    ]
+    return spark.createDataFrame(rows, TAGGED)
+
+
+def test_gate_predicates_and_ge_flag_the_same_rows(spark):
+    suite = load_suite("ratings")
+    parameters = ratings_parameters(_config(Path("/tmp")), DAY, "ratings.csv")
+    tagged = tag_bronze(_bronze_like(spark), suite, parameters)
+    result = validate(
+        tagged,
+        suite,
+        parameters,
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["line_number"]},
+    )
+    by_ge = {}
+    for item in result.results:
+        config = item.expectation_config
+        if config.meta.get("level") == "row":
+            name = f"{config.type}({config.kwargs['column']})"
+            by_ge[name] = sorted(i["line_number"] for i in item.result["unexpected_index_list"])
+    by_predicate = {
+        name: sorted(r["line_number"] for r in tagged.where(predicate).select("line_number").collect())
+        for name, predicate in row_predicates(suite, parameters)
+    }
+    assert by_ge == by_predicate
+    assert by_predicate["expect_column_values_to_be_between(rating)"] == [4, 5, 9]
+    assert by_predicate["expect_column_values_to_be_between(timestamp)"] == [6, 7]
+    assert by_predicate["expect_column_values_to_not_be_null(item_id)"] == [10, 11]
+
+    reasons = {r["line_number"]: r["reason"] for r in tagged.collect()}
+    assert reasons == {
+        1: None,
+        2: None,
+        3: None,
+        4: "expect_column_values_to_be_between(rating)",
+        5: "expect_column_values_to_be_between(rating)",
+        6: "expect_column_values_to_be_between(timestamp)",
+        7: "expect_column_values_to_be_between(timestamp)",
+        8: "expect_column_values_to_be_between(user_id)",
+        9: "expect_column_values_to_be_between(item_id)",
+        10: "non_numeric_id",
+        11: "expect_column_values_to_not_be_null(item_id)",
+    }
+
+
+def test_tag_rows_without_prior_reason_uses_suite_order(spark):
+    suite = load_suite("ratings")
+    parameters = ratings_parameters(_config(Path("/tmp")), DAY, "ratings.csv")
+    frame = spark.createDataFrame([(1, None, None, None, None, HEADER, "x")], TAGGED)
+    row = tag_rows(frame, suite, parameters, "why", "q").first()
+    assert (row["why"], row["q"]) == ("expect_column_values_to_not_be_null(user_id)", 1)
+
+
+def test_row_level_expectations_must_have_a_predicate(tmp_path):
+    (tmp_path / "odd.json").write_text(
+        json.dumps(
+            {
+                "name": "odd",
+                "expectations": [
+                    {
+                        "type": "expect_column_values_to_match_regex",
+                        "kwargs": {"column": "x", "regex": "a"},
+                        "meta": {"level": "row"},
+                    }
+                ],
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="no row predicate for expect_column_values_to_match_regex"):
+        load_suite("odd", tmp_path)
+
+
+def _assert_untouched_downstream(spark, ctx):
+    for table in ("ratings_silver", "sessions", "sequences", "ratings_run_stats"):
+        assert not table_exists(spark, ctx.table(table)), f"{table} must not be written by a failed run"
+
+
+def test_planted_bad_batch_stops_the_run_before_silver(spark, tmp_path):
+    ctx = RunContext.for_date(_config(tmp_path), DAY, run_id="bad-batch")
+    with pytest.raises(GateError) as failure:
+        run_pipeline(spark, ctx, [str(FIXTURES / "ratings_bad_batch.csv")], "ratings.csv")
+    message = str(failure.value)
+    assert "expect_column_mean_to_be_between(is_quarantined)" in message
+    assert "observed 0.47" in message
+    assert "quarantined 8 (wrong_field_count 8)" in message
+    assert "rows read 17" in message
+    # every line is kept: the 8 malformed ones in quarantine, with the results per run
+    quarantine = spark.read.format("delta").load(ctx.table("ratings_quarantine"))
+    assert quarantine.count() == 8
+    _assert_untouched_downstream(spark, ctx)
+    base = ctx.validation_uri("ratings")
+    assert json.loads(Path(base + ".json").read_text())["success"] is False
+    assert Path(base + ".html").read_text().lstrip().startswith("<!DOCTYPE html>")
+    with pytest.raises(GateError, match="ratings gate failed"):
+        require_gate_passed(spark, ctx, "ratings")
+    with pytest.raises(GateError):
+        silver.run(spark, ctx)
+    _assert_untouched_downstream(spark, ctx)
+
+
+def test_schema_drift_in_the_header_stops_the_run(spark, tmp_path):
+    ctx = RunContext.for_date(_config(tmp_path), DAY)
+    ingest.run(spark, ctx, [str(FIXTURES / "ratings_drifted.csv")], "ratings.csv")
+    with pytest.raises(GateError) as failure:
+        run_ratings_gate(spark, ctx)
+    assert [f.name for f in failure.value.failures] == ["expect_column_values_to_be_in_set(source_header)"]
+    assert "3 of 3 rows unexpected" in str(failure.value)
+    assert "movieId,userId,rating,timestamp" in str(failure.value)
+
+
+def test_row_count_collapse_versus_the_previous_run_stops_the_run(spark, tmp_path):
+    from recsys.delta import publish_partition, with_run_date
+
+    config = _config(tmp_path, "pipeline.quarantine_max_ratio=0.5")
+    earlier, later = DAY - dt.timedelta(days=3), RunContext.for_date(config, DAY)
+    # The accounting rows of two earlier completed runs; the latest one before DAY counts.
+    for day, rows in ((earlier - dt.timedelta(days=1), 3), (earlier, 26)):
+        stats = spark.createDataFrame([(rows,)], "rows_read long")
+        publish_partition(with_run_date(stats, day), later.table("ratings_run_stats"), day, "seed")
+    ingest.run(spark, later, [str(FIXTURES / "ratings.inter")], "recbole-inter")
+    with pytest.raises(GateError) as failure:
+        run_ratings_gate(spark, later)
+    assert [f.name for f in failure.value.failures] == ["expect_table_row_count_to_be_between"]
+    assert "observed 3" in str(failure.value)
+    assert "previous run read 26" in str(failure.value)
+
+
+def test_sequences_gate_rejects_broken_markers(spark):
+    frame = spark.createDataFrame(
+        [(1, [10, 11, 12], [1, 2, 3], [0, 1, 1], [0, 0, 0], [0, 2, 1], 3)],
+        "user_id long, item_ids array<long>, timestamps array<long>, time_gaps array<long>, "
+        "session_ids array<int>, split array<tinyint>, n_events int",
+    )
+    checks = sequence_checks(frame, 200)
+    result = validate(checks, load_suite("sequences"), {"max_seq_len": 200})
+    failed = [r.expectation_config.kwargs.get("column") for r in result.results if not r.success]
+    assert failed == ["split_markers_ok"]

@@ -1,0 +1,157 @@
+"""Silver dedup, sessionize, k-core and sequences on tiny hand-made DataFrames."""
+
+from __future__ import annotations
+
+import pytest
+
+from spark_jobs.sequences import build_sequences, kcore
+from spark_jobs.sessionize import sessionize
+from spark_jobs.silver import deduplicate
+
+pytestmark = pytest.mark.spark
+
+RATINGS = "user_id long, item_id long, rating double, timestamp long, source_file string, line_number long"
+EVENTS = "user_id long, item_id long, timestamp long"
+
+
+def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spark):
+    rows = [
+        (1, 10, 4.0, 100, "f", 2),
+        (1, 10, 2.0, 500, "f", 3),  # re-rating, later timestamp: kept
+        (1, 10, 5.0, 300, "f", 9),  # later line but earlier timestamp
+        (3, 31, 3.0, 700, "f", 4),
+        (3, 31, 4.5, 700, "f", 6),  # equal timestamp: the later line wins
+        (3, 30, 4.0, 100, "f", 7),
+        (3, 30, 4.0, 100, "f", 8),  # exact duplicate: one copy kept
+        (2, 20, 4.0, 100, "f", 5),  # single rating
+        (4, 40, 1.0, 100, "a", 9),
+        (4, 40, 2.0, 100, "b", 1),  # equal timestamp in a later file
+    ]
+    kept = {
+        (r["user_id"], r["item_id"]): (r["rating"], r["timestamp"], r["line_number"], r["_copies"])
+        for r in deduplicate(spark.createDataFrame(rows, RATINGS)).collect()
+    }
+    assert kept == {
+        (1, 10): (2.0, 500, 3, 3),
+        (3, 31): (4.5, 700, 6, 2),
+        (3, 30): (4.0, 100, 8, 2),
+        (2, 20): (4.0, 100, 5, 1),
+        (4, 40): (2.0, 100, 1, 2),
+    }
+
+
+def _sessions(spark, rows, gap=1800):
+    frame = sessionize(spark.createDataFrame(rows, EVENTS), gap)
+    return {
+        (r["user_id"], r["item_id"]): (
+            r["session_id"],
+            r["position"],
+            r["session_position"],
+            r["gap_seconds"],
+        )
+        for r in frame.collect()
+    }
+
+
+def test_sessionize_single_event_user(spark):
+    assert _sessions(spark, [(2, 20, 1000)]) == {(2, 20): (0, 0, 0, 0)}
+
+
+def test_sessionize_splits_only_on_gaps_strictly_over_the_limit(spark):
+    rows = [(4, 40, 0), (4, 41, 1800), (4, 42, 3601), (4, 43, 3700), (4, 44, 100000)]
+    assert _sessions(spark, rows) == {
+        (4, 40): (0, 0, 0, 0),
+        (4, 41): (0, 1, 1, 1800),  # exactly the gap: same session
+        (4, 42): (1, 2, 0, 1801),
+        (4, 43): (1, 3, 1, 99),
+        (4, 44): (2, 4, 0, 96300),
+    }
+
+
+def test_sessionize_orders_equal_timestamps_by_item_and_keeps_users_apart(spark):
+    rows = [(1, 12, 100), (1, 11, 100), (1, 10, 50), (9, 10, 100)]
+    assert _sessions(spark, rows) == {
+        (1, 10): (0, 0, 0, 0),
+        (1, 11): (0, 1, 1, 50),
+        (1, 12): (0, 2, 2, 0),
+        (9, 10): (0, 0, 0, 0),
+    }
+
+
+def _sequences(spark, rows, max_seq_len=200):
+    events = spark.createDataFrame(rows, "user_id long, item_id long, timestamp long, session_id int")
+    return {r["user_id"]: r.asDict() for r in build_sequences(events, max_seq_len).collect()}
+
+
+def test_sequences_schema_is_the_model_contract(spark):
+    events = spark.createDataFrame(
+        [(1, 10, 5, 0)], "user_id long, item_id long, timestamp long, session_id int"
+    )
+    schema = {f.name: f.dataType.simpleString() for f in build_sequences(events, 10).schema.fields}
+    assert schema == {
+        "user_id": "bigint",
+        "item_ids": "array<bigint>",
+        "timestamps": "array<bigint>",
+        "time_gaps": "array<bigint>",
+        "session_ids": "array<int>",
+        "split": "array<tinyint>",
+        "n_events": "int",
+    }
+
+
+def test_sequences_leave_one_out_for_one_two_and_three_events(spark):
+    rows = [(1, 10, 5, 0), (2, 20, 5, 0), (2, 21, 9, 0), (3, 30, 5, 0), (3, 31, 9, 0), (3, 32, 20, 1)]
+    got = _sequences(spark, rows)
+    assert (got[1]["item_ids"], got[1]["split"], got[1]["time_gaps"], got[1]["n_events"]) == (
+        [10],
+        [0],
+        [0],
+        1,
+    )
+    assert (got[2]["item_ids"], got[2]["split"], got[2]["time_gaps"]) == ([20, 21], [0, 2], [0, 4])
+    assert (got[3]["item_ids"], got[3]["split"], got[3]["session_ids"]) == (
+        [30, 31, 32],
+        [0, 1, 2],
+        [0, 0, 1],
+    )
+
+
+def test_sequences_order_equal_timestamps_by_item(spark):
+    got = _sequences(spark, [(1, 12, 100, 0), (1, 10, 100, 0), (1, 11, 50, 0)])[1]
+    assert got["item_ids"] == [11, 10, 12]
+    assert got["timestamps"] == [50, 100, 100]
+    assert got["time_gaps"] == [0, 50, 0]
+
+
+def test_sequences_truncation_keeps_the_most_recent_events_and_their_markers(spark):
+    rows = [(1, 100 + i, 10 * i * i, i // 3) for i in range(7)]  # 7 events, gaps grow
+    got = _sequences(spark, rows, max_seq_len=3)[1]
+    assert got["n_events"] == 7
+    assert got["item_ids"] == [104, 105, 106]
+    assert got["timestamps"] == [160, 250, 360]
+    assert got["time_gaps"] == [70, 90, 110]  # the first kept event measures from its real predecessor
+    assert got["session_ids"] == [1, 1, 2]
+    assert got["split"] == [0, 1, 2]
+
+
+def test_sequences_need_room_for_the_markers(spark):
+    events = spark.createDataFrame(
+        [(1, 10, 5, 0)], "user_id long, item_id long, timestamp long, session_id int"
+    )
+    with pytest.raises(ValueError, match="max_seq_len"):
+        build_sequences(events, 1)
+
+
+def test_kcore_is_iterative_for_users_and_items(spark):
+    # 2-core: item 3 has one rating -> removed; user 2 then has one rating -> removed;
+    # item 2 then has one rating (user 1) -> removed; user 1 keeps items 1 and 4 with user 3.
+    rows = [(1, 1, 0), (1, 2, 0), (1, 4, 0), (2, 2, 0), (2, 3, 0), (3, 1, 0), (3, 4, 0)]
+    core = sorted(
+        (r["user_id"], r["item_id"]) for r in kcore(spark.createDataFrame(rows, EVENTS), 2).collect()
+    )
+    assert core == [(1, 1), (1, 4), (3, 1), (3, 4)]
+
+
+def test_kcore_zero_is_the_identity(spark):
+    frame = spark.createDataFrame([(1, 1, 0)], EVENTS)
+    assert kcore(frame, 0) is frame
