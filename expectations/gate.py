@@ -202,8 +202,12 @@ def validate(
 ) -> ExpectationSuiteValidationResult:
     """Validate ``df`` with GE 1.x (ephemeral context, Spark dataframe asset, whole-frame batch)."""
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
+    # Per-metric progress bars would interleave with the job's logs; the stage is timed instead.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
     batch_definition = (
         context.data_sources.add_spark(name=label)
