@@ -15,7 +15,7 @@ def configure_logging(level: str | None = None) -> None:
     logging.basicConfig(
         level=(level or os.environ.get("RECSYS_LOG_LEVEL", "INFO")).upper(), format=LOG_FORMAT
     )
-    for noisy in ("py4j", "urllib3"):
+    for noisy in ("py4j", "urllib3", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
