@@ -107,7 +107,7 @@ def test_invalid_utf8_bytes_are_bad_encoding_and_raw_keeps_a_readable_copy(spark
 @pytest.mark.parametrize(
     ("name", "fmt", "good", "bad"),
     [
-        ("tiny_ratings_dat.txt", "ratings.dat", {1: (1, 10, 5.0, 978300760), 3: (2, 10, 4.0, 978300000)}, {4}),
+        ("tiny_ratings_dat.txt", "ratings.dat", {1: (1, 10, 5.0, 978300760), 3: (2, 10, 4.0, 978300000)}, {4}),  # noqa: E501
         ("tiny_u_data.tsv", "u.data", {1: (1, 10, 5.0, 881250949), 2: (1, 11, 3.0, 881250950)}, {4}),
         ("ratings.inter", "recbole-inter", {2: (1, 10, 5.0, 881250949), 3: (1, 11, 3.0, 881250950)}, {4}),
     ],
