@@ -210,7 +210,9 @@ def validate(
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
     batch_definition = (
-        context.data_sources.add_spark(name=label)
+        # persist=False: callers hand in frames they have cached (or that are cheap to rescan);
+        # GE's own cache would hold every column of the frame once more.
+        context.data_sources.add_spark(name=label, persist=False)
         .add_dataframe_asset(name=suite.name)
         .add_batch_definition_whole_dataframe(suite.name)
     )

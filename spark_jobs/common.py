@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, add_config_arguments, config_from_args, join_uri
-from recsys.delta import RUN_DATE_COL, publish_partition, read_partition, run_id_for
+from recsys.delta import RUN_DATE_COL, read_partition, run_id_for
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -80,34 +80,135 @@ def read_run(spark: SparkSession, ctx: RunContext, table: str) -> DataFrame:
     return read_partition(spark, path, ctx.run_date)
 
 
-def publish(df: DataFrame, ctx: RunContext, table: str) -> str:
-    """Replace this run's partition of ``table`` with ``df`` (which carries run_date)."""
+@dataclass(frozen=True)
+class TableLayout:
+    """Physical choices for one table, set when the table is created.
+
+    ``stats_columns``: the only columns Delta keeps min/max statistics for (data skipping);
+    computing them for every column costs about a third of a wide table's write.
+    ``plain_columns``: written without Parquet dictionary encoding (high-cardinality text,
+    where the dictionary is built and then abandoned for every page).
+    """
+
+    stats_columns: tuple[str, ...] = ()
+    plain_columns: tuple[str, ...] = ()
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return {"delta.dataSkippingStatsColumns": ",".join(self.stats_columns)} if self.stats_columns else {}
+
+    @property
+    def write_options(self) -> dict[str, str]:
+        return {f"parquet.enable.dictionary#{column}": "false" for column in self.plain_columns}
+
+
+# Statistics only where a reader filters on them; Parquet dictionaries off for columns whose
+# values are (nearly) all distinct — line numbers, timestamps, raw text — where the dictionary
+# is built and abandoned page after page (on 25M bronze rows: 46 s -> 25 s).
+TABLE_LAYOUTS: dict[str, TableLayout] = {
+    "ratings_bronze": TableLayout(
+        stats_columns=("line_number", "parse_error"), plain_columns=("raw", "line_number", "timestamp")
+    ),
+    "ratings_quarantine": TableLayout(plain_columns=("raw",)),
+    "ratings_silver": TableLayout(
+        stats_columns=("user_id", "item_id"), plain_columns=("line_number", "timestamp")
+    ),
+    "sessions": TableLayout(stats_columns=("user_id",), plain_columns=("timestamp",)),
+    "sequences": TableLayout(stats_columns=("user_id",), plain_columns=("timestamps.list.element",)),
+}
+
+
+def ensure_table(
+    spark: SparkSession,
+    path: str,
+    df: DataFrame,
+    partition_columns: Sequence[str],
+    layout: TableLayout,
+    run_id: str,
+) -> None:
+    """Create the Delta table at ``path`` with ``df``'s columns (all nullable) and ``layout`` if absent.
+
+    The creating commit carries ``run_id`` in userMetadata, like every publishing commit.
+    """
+    if not layout.properties or table_exists(spark, path):
+        return
+    from delta.tables import DeltaTable
+
+    schema = _all_nullable(df.schema)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    builder = builder.partitionedBy(*partition_columns)
+    for key, value in layout.properties.items():
+        builder = builder.property(key, value)
+    metadata_key = "spark.databricks.delta.commitInfo.userMetadata"
+    previous = spark.conf.get(metadata_key, None)
+    spark.conf.set(metadata_key, run_id)
+    try:
+        builder.execute()
+    finally:
+        if previous is None:
+            spark.conf.unset(metadata_key)
+        else:
+            spark.conf.set(metadata_key, previous)
+
+
+def _all_nullable(data_type: Any) -> Any:
+    """The type with every field and array element nullable, as a table created by a plain write."""
+    from pyspark.sql.types import ArrayType, MapType, StructField, StructType
+
+    if isinstance(data_type, StructType):
+        return StructType(
+            [StructField(f.name, _all_nullable(f.dataType), True, f.metadata) for f in data_type]
+        )
+    if isinstance(data_type, ArrayType):
+        return ArrayType(_all_nullable(data_type.elementType), True)
+    if isinstance(data_type, MapType):
+        return MapType(data_type.keyType, _all_nullable(data_type.valueType), True)
+    return data_type
+
+
+def publish(df: DataFrame, ctx: RunContext, table: str, partition: Mapping[str, str] | None = None) -> str:
+    """Replace this run's partition of ``table`` with ``df`` (which carries run_date).
+
+    Same contract as :func:`recsys.delta.publish_partition` (replaceWhere on run_date, the run
+    id in userMetadata), plus the table's :data:`TABLE_LAYOUTS` entry and, for a table
+    partitioned further, the values of the further partition columns this job owns.
+    """
     path = ctx.table(table)
-    publish_partition(df, path, ctx.run_date, ctx.run_id)
+    layout = TABLE_LAYOUTS.get(table, TableLayout())
+    partition = dict(partition or {})
+    ensure_table(df.sparkSession, path, df, [RUN_DATE_COL, *partition], layout, ctx.run_id)
+    publish_slice(df, path, ctx.run_date, ctx.run_id, partition, layout.write_options)
     log.info("published %s for %s (%s)", table, ctx.run_date, path)
     return path
 
 
 def publish_slice(
-    df: DataFrame, path: str, run_date: dt.date, run_id: str, partition: Mapping[str, str]
+    df: DataFrame,
+    path: str,
+    run_date: dt.date,
+    run_id: str,
+    partition: Mapping[str, str],
+    options: Mapping[str, str] | None = None,
 ) -> None:
-    """Like :func:`recsys.delta.publish_partition`, for a table partitioned by run_date and more.
+    """Overwrite the rows of ``run_date`` (and of the given further partition values) atomically.
 
-    Replaces exactly the rows of ``run_date`` and the given values of the further partition
-    columns, so two jobs can each own a slice of one run_date (ingest and gate in quarantine).
+    With no further partition this is :func:`recsys.delta.publish_partition`; with one, two
+    jobs can each own a slice of one run_date (ingest and gate in quarantine).
     """
     predicate = " AND ".join(
         [f"{RUN_DATE_COL} = {run_date_literal(run_date)}"]
         + [f"{column} = '{value}'" for column, value in partition.items()]
     )
-    (
+    writer = (
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", predicate)
         .option("userMetadata", run_id)
         .partitionBy(RUN_DATE_COL, *partition)
-        .save(path)
     )
+    for key, value in (options or {}).items():
+        writer = writer.option(key, value)
+    writer.save(path)
 
 
 def previous_run_date(spark: SparkSession, path: str, run_date: dt.date) -> dt.date | None:

@@ -56,7 +56,6 @@ from spark_jobs.common import (
     context_from_args,
     job_parser,
     publish,
-    publish_slice,
     write_json,
 )
 
@@ -170,11 +169,9 @@ def file_headers(spark: SparkSession, paths: Sequence[str]) -> dict[str, str]:
     return headers
 
 
-def normalise_header(text: Column) -> Column:
+def normalise_header(text: str) -> str:
     """A header line as compared with the format's: no byte-order mark, no surrounding blanks."""
-    from pyspark.sql import functions as F
-
-    return F.trim(F.regexp_replace(text, "^\ufeff", ""))
+    return text.removeprefix("\ufeff").strip()
 
 
 def _integer(field: Column) -> Column:
@@ -205,13 +202,16 @@ def parse_lines(lines: DataFrame, fmt: RatingsFormat, headers: dict[str, str] | 
     """
     from pyspark.sql import functions as F
 
-    if fmt.header is None:
+    if fmt.header is None or not headers:
         header = F.lit(None).cast("string")
+    elif len(headers) == 1:
+        header = F.lit(normalise_header(next(iter(headers.values()))))
     else:
-        mapping = F.create_map(*[F.lit(x) for pair in sorted((headers or {}).items()) for x in pair])
-        header = normalise_header(
-            F.try_element_at(mapping, F.col(SOURCE_FILE_COL)) if headers else F.lit(None)
+        by_file = sorted((file, normalise_header(text)) for file, text in headers.items())
+        header = F.try_element_at(
+            F.create_map(*[F.lit(x) for pair in by_file for x in pair]), F.col(SOURCE_FILE_COL)
         )
+    if fmt.header is not None:
         lines = lines.where(F.col(LINE_NUMBER_COL) > fmt.n_header_lines)
     # Staged projections: each intermediate (the split, each field, each cast) is computed
     # once per line, not once per use.
@@ -220,7 +220,8 @@ def parse_lines(lines: DataFrame, fmt: RatingsFormat, headers: dict[str, str] | 
     fields = split.select(
         *kept,
         F.size("_fields").alias("_n_fields"),
-        *[F.trim(F.get(F.col("_fields"), i)).alias(f"_f{i}") for i in range(len(RATINGS_COLUMNS))],
+        # no trim: casts from strings ignore surrounding blanks themselves
+        *[F.get(F.col("_fields"), i).alias(f"_f{i}") for i in range(len(RATINGS_COLUMNS))],
     )
     typed = fields.select(
         *kept,
@@ -285,13 +286,7 @@ def quarantine_rows(bronze: DataFrame, reason: Column, stage: str) -> DataFrame:
 
 
 def publish_quarantine(quarantine: DataFrame, ctx: RunContext, stage: str) -> None:
-    publish_slice(
-        quarantine.select(*QUARANTINE_COLUMNS),
-        ctx.table("ratings_quarantine"),
-        ctx.run_date,
-        ctx.run_id,
-        {STAGE_COL: stage},
-    )
+    publish(quarantine.select(*QUARANTINE_COLUMNS), ctx, "ratings_quarantine", {STAGE_COL: stage})
 
 
 def run(spark: SparkSession, ctx: RunContext, paths: Sequence[str], format_name: str) -> str:

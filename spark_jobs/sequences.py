@@ -100,38 +100,58 @@ def build_sequences(
     time_col: str = TIMESTAMP_COL,
     session_col: str = SESSION_ID_COL,
 ) -> DataFrame:
-    """Events (user, item, timestamp, session_id) -> one sequence row per user (without run_date)."""
+    """Events (user, item, timestamp, session_id) -> one sequence row per user (without run_date).
+
+    Everything per event is computed with window functions (position, gap, history length,
+    split marker) and the events beyond ``max_seq_len`` from the end are dropped before they
+    are collected; the arrays are then plain field extractions of one sorted array of structs.
+    No lambdas: Spark evaluates higher-order functions without code generation. Over a frame
+    already sorted by (user, timestamp, item) — the sessions frame — the windows add no sort.
+    """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     if max_seq_len < 2:
         raise ValueError(f"max_seq_len must be >= 2 to keep the valid/test markers, got {max_seq_len}")
-    event = F.struct(F.col(time_col).alias("t"), F.col(item_col).alias("i"), F.col(session_col).alias("s"))
-    per_user = events.groupBy(user_col).agg(F.sort_array(F.collect_list(event)).alias(_EVENTS))
-    history = F.col(_EVENTS)
-    n = F.size(history)
-    first = F.greatest(n - max_seq_len, F.lit(0))  # 0-based index of the first event kept
-    kept = F.slice(history, first + 1, max_seq_len)
-
-    def gap(e, j):
-        index = first + j  # 0-based in the full history; element_at is 1-based, so this is the previous
-        return F.when(index == 0, F.lit(0).cast("long")).otherwise(e["t"] - F.element_at(history, index)["t"])
-
-    def marker(_, j):
-        index = first + j
-        return (
-            F.when((index == n - 1) & (n >= 2), TEST)
-            .when((index == n - 2) & (n >= 3), VALID)
-            .otherwise(TRAIN)
-        ).cast("tinyint")
-
+    history = Window.partitionBy(user_col).orderBy(time_col, item_col)
+    previous = F.lag(time_col).over(history)
+    ordered = events.select(
+        F.col(user_col),
+        F.col(item_col),
+        F.col(time_col),
+        F.col(session_col),
+        (F.row_number().over(history) - 1).alias("_position"),
+        F.coalesce(F.col(time_col) - previous, F.lit(0)).alias("_gap"),
+    )
+    counted = ordered.withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(user_col)))
+    position, n = F.col("_position"), F.col("_n")
+    split = (
+        F.when((position == n - 1) & (n >= 2), TEST)
+        .when((position == n - 2) & (n >= 3), VALID)
+        .otherwise(TRAIN)
+    )
+    event = F.struct(
+        position.alias("p"),
+        F.col(item_col).cast("long").alias("i"),
+        F.col(time_col).cast("long").alias("t"),
+        F.col("_gap").cast("long").alias("g"),
+        F.col(session_col).cast("int").alias("s"),
+        split.cast("tinyint").alias("m"),
+    )
+    per_user = (
+        counted.where(position >= n - max_seq_len)
+        .groupBy(user_col)
+        .agg(F.sort_array(F.collect_list(event)).alias(_EVENTS), F.max(n).alias("_n"))
+    )
+    kept = F.col(_EVENTS)
     return per_user.select(
         F.col(user_col).cast("long").alias(USER_COL),
-        F.transform(kept, lambda e: e["i"]).cast("array<long>").alias(ITEMS_COL),
-        F.transform(kept, lambda e: e["t"]).cast("array<long>").alias(TIMESTAMPS_COL),
-        F.transform(kept, gap).cast("array<long>").alias(TIME_GAPS_COL),
-        F.transform(kept, lambda e: e["s"]).cast("array<int>").alias(SESSION_IDS_COL),
-        F.transform(kept, marker).alias(SPLIT_COL),
-        n.cast("int").alias(N_EVENTS_COL),
+        kept["i"].alias(ITEMS_COL),
+        kept["t"].alias(TIMESTAMPS_COL),
+        kept["g"].alias(TIME_GAPS_COL),
+        kept["s"].alias(SESSION_IDS_COL),
+        kept["m"].alias(SPLIT_COL),
+        F.col("_n").cast("int").alias(N_EVENTS_COL),
     )
 
 

@@ -67,12 +67,17 @@ def sessionize(
 
     history = Window.partitionBy(user_col).orderBy(time_col, item_col)
     so_far = history.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    previous = F.lag(time_col).over(history)
-    with_gaps = events.select(
+    with_previous = events.select(
         "*",
         (F.row_number().over(history) - 1).alias(POSITION_COL),
-        F.coalesce(F.col(time_col) - previous, F.lit(0)).alias(GAP_COL),
-        (previous.isNull() | (F.col(time_col) - previous > gap_seconds)).alias(_NEW_SESSION),
+        F.lag(time_col).over(history).alias("_previous"),
+    )
+    gap = F.col(time_col) - F.col("_previous")
+    with_gaps = with_previous.select(
+        *events.columns,
+        POSITION_COL,
+        F.coalesce(gap, F.lit(0)).alias(GAP_COL),
+        (F.col("_previous").isNull() | (gap > gap_seconds)).alias(_NEW_SESSION),
     )
     session_start = F.max(F.when(F.col(_NEW_SESSION), F.col(POSITION_COL))).over(so_far)
     return with_gaps.select(

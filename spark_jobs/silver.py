@@ -13,14 +13,18 @@ Dedup policy (one rating per user and item):
 * exact duplicates (same user, item, rating and timestamp) are the special case where every
   copy is equal: one is kept (the last line, by the rule above).
 
+Silver keeps the lineage of each rating: ``source_file`` and ``line_number`` of the line kept,
+and ``copies``, the number of clean lines it stands for (1 + the duplicates removed).
+
 Row accounting is exact and recorded in ``ratings_run_stats`` (one row per run_date)::
 
     rows_read (bronze) = rows_silver + rows_quarantined (ingest + gate) + duplicates_removed
 
-Each term is counted independently (bronze partition, silver frame, quarantine table, copies
-beyond the first of each user and item); if they do not add up the job fails before it
-publishes. The silver frame is validated with ``expectations/ratings_silver.json``
-(types, one row per user and item) before it is published.
+Each term is counted on its own (rows of the bronze partition, as the gate counted them;
+silver rows; rows of the quarantine table; the sum of ``copies - 1``); if they do not add up
+the job fails before it publishes. The silver frame is
+validated with ``expectations/ratings_silver.json`` (types, completeness, no key twice) before
+it is published.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from expectations.gate import check, load_suite, validate
 from spark_jobs.columns import (
     ITEM_COL,
     LINE_NUMBER_COL,
+    PARSE_ERROR_COL,
     RATING_COL,
+    RATINGS_COLUMNS,
     REASON_COL,
     RUN_DATE_COL,
     SOURCE_FILE_COL,
@@ -44,6 +50,7 @@ from spark_jobs.common import RunContext, context_from_args, job_parser, publish
 from spark_jobs.ingest import MANIFEST
 from spark_jobs.validate import (
     RATINGS_SUITE,
+    gate_summary,
     ratings_parameters,
     require_gate_passed,
     save_results,
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SILVER_SUITE = "ratings_silver"
+COPIES_COL = "copies"
 SILVER_COLUMNS = (
     USER_COL,
     ITEM_COL,
@@ -64,9 +72,11 @@ SILVER_COLUMNS = (
     TIMESTAMP_COL,
     SOURCE_FILE_COL,
     LINE_NUMBER_COL,
+    COPIES_COL,
     RUN_DATE_COL,
 )
-COPIES_COL = "_copies"
+# True where a row has the (user_id, item_id) of the row before it: the silver suite's duplicates check.
+REPEATED_KEY_COL = "repeats_previous_key"
 _RANK = "_rank"
 
 
@@ -94,7 +104,7 @@ class RunStats:
 
 
 def rank_duplicates(ratings: DataFrame) -> DataFrame:
-    """Add ``_rank`` (1 = the rating the dedup policy keeps) and ``_copies`` per (user_id, item_id).
+    """Add ``_rank`` (1 = the rating the dedup policy keeps) and ``copies`` per (user_id, item_id).
 
     The frame is hash-partitioned by user first: that satisfies the (user, item) windows, and
     the partitioning survives into silver, so sessions and sequences built from this frame in
@@ -110,15 +120,22 @@ def rank_duplicates(ratings: DataFrame) -> DataFrame:
     return (
         ratings.repartition(USER_COL)
         .withColumn(_RANK, F.row_number().over(latest_first))
-        .withColumn(COPIES_COL, F.count(F.lit(1)).over(key))
+        .withColumn(COPIES_COL, F.count(F.lit(1)).over(key).cast("int"))
     )
 
 
 def deduplicate(ratings: DataFrame) -> DataFrame:
-    """One row per (user_id, item_id), chosen by the dedup policy; ``_copies`` = rows it stood for."""
+    """One row per (user_id, item_id), chosen by the dedup policy, with ``copies`` (rows it stands for).
+
+    Also adds ``repeats_previous_key``, which the silver suite expects to be false everywhere;
+    it reuses the dedup's sort (by user, then item), so it costs no shuffle and no sort.
+    """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    return rank_duplicates(ratings).where(F.col(_RANK) == 1).drop(_RANK)
+    kept = rank_duplicates(ratings).where(F.col(_RANK) == 1).drop(_RANK)
+    previous_item = F.lag(ITEM_COL).over(Window.partitionBy(USER_COL).orderBy(ITEM_COL))
+    return kept.withColumn(REPEATED_KEY_COL, F.coalesce(previous_item == F.col(ITEM_COL), F.lit(False)))
 
 
 def clean_rows(tagged: DataFrame) -> DataFrame:
@@ -139,22 +156,15 @@ def quarantined_rows(spark: SparkSession, ctx: RunContext) -> tuple[int, int]:
 
 
 def validate_silver(silver: DataFrame) -> ExpectationSuiteValidationResult:
-    """``expectations/ratings_silver.json`` on the silver frame.
-
-    Counts only (BOOLEAN_ONLY) on the normal path: GE's uniqueness check costs a shuffle per
-    metric. A failure is validated again with examples for the error message.
-    """
-    suite = load_suite(SILVER_SUITE)
-    frame = silver.select(USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL)
-    result = validate(frame, suite, {}, result_format="BOOLEAN_ONLY")
-    return result if result.success else validate(frame, suite, {}, result_format="BASIC")
+    """``expectations/ratings_silver.json`` on the (deduplicated, persisted) silver frame."""
+    return validate(silver, load_suite(SILVER_SUITE), {})
 
 
 @dataclass
 class SilverOutput:
     stats: RunStats
-    # The published silver partition (plus _copies), persisted, when run(keep=True); the caller
-    # unpersists it.
+    # The published silver partition (plus repeats_previous_key), persisted, partitioned by user,
+    # when run(keep=True); the caller unpersists it.
     frame: DataFrame | None
 
 
@@ -168,15 +178,16 @@ def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutpu
     manifest = read_json(spark, f"{ctx.validation_uri(MANIFEST)}.json")
     parameters = ratings_parameters(ctx.config, ctx.run_date, manifest["format"])
     bronze = read_run(spark, ctx, "ratings_bronze")
-    tagged = tag_bronze(bronze, load_suite(RATINGS_SUITE), parameters)
-    silver = deduplicate(clean_rows(tagged)).select(*SILVER_COLUMNS, COPIES_COL).persist()
+    needed = bronze.select(*RATINGS_COLUMNS, SOURCE_FILE_COL, LINE_NUMBER_COL, PARSE_ERROR_COL, RUN_DATE_COL)
+    tagged = tag_bronze(needed, load_suite(RATINGS_SUITE), parameters)
+    silver = deduplicate(clean_rows(tagged)).select(*SILVER_COLUMNS, REPEATED_KEY_COL).persist()
     try:
         totals = silver.agg(
             F.count(F.lit(1)).alias("rows"), F.sum(F.col(COPIES_COL) - 1).alias("dups")
         ).first()
         ingest_q, gate_q = quarantined_rows(spark, ctx)
         stats = RunStats(
-            rows_read=bronze.count(),
+            rows_read=int(gate_summary(spark, ctx, RATINGS_SUITE)["rows_read"]),
             rows_quarantined=ingest_q + gate_q,
             rows_quarantined_ingest=ingest_q,
             rows_quarantined_gate=gate_q,

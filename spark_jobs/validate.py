@@ -44,11 +44,14 @@ from spark_jobs.columns import (
     N_EVENTS_COL,
     PARSE_ERROR_COL,
     QUARANTINED_COL,
+    RATINGS_COLUMNS,
     REASON_COL,
     SESSION_IDS_COL,
+    SOURCE_HEADER_COL,
     SPLIT_COL,
     TIME_GAPS_COL,
     TIMESTAMPS_COL,
+    USER_COL,
 )
 from spark_jobs.common import (
     RunContext,
@@ -63,7 +66,7 @@ from spark_jobs.common import (
 )
 from spark_jobs.ingest import (
     MANIFEST,
-    QUARANTINE_COLUMNS,
+    PARSE_ERRORS,
     expected_header,
     publish_quarantine,
     quarantine_rows,
@@ -221,10 +224,17 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
     suite = load_suite(RATINGS_SUITE)
     previous_rows = previous_rows_read(spark, ctx)
     parameters = ratings_parameters(ctx.config, ctx.run_date, manifest["format"], previous_rows)
-    tagged = tag_bronze(read_run(spark, ctx, "ratings_bronze"), suite, parameters)
-
-    result = validate(tagged, suite, parameters)
-    by_reason, by_expectation = reason_counts(tagged, suite, parameters)
+    bronze = read_run(spark, ctx, "ratings_bronze")
+    # GE and the counts read the few columns the suite checks, from memory, several times.
+    tagged = tag_bronze(
+        bronze.select(SOURCE_HEADER_COL, *RATINGS_COLUMNS, PARSE_ERROR_COL), suite, parameters
+    )
+    tagged = tagged.persist()
+    try:
+        result = validate(tagged, suite, parameters)
+        by_reason, by_expectation = reason_counts(tagged, suite, parameters)
+    finally:
+        tagged.unpersist()
     rows = sum(by_reason.values())
     quarantined = sum(n for reason, n in by_reason.items() if reason is not None)
     ge_counts = unexpected_counts(result)
@@ -237,13 +247,14 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
             f"gate predicates and GE disagree for {ctx.run_date} (predicate rows, GE unexpected): {disagree}",
             [],
         )
-    publish_quarantine(
-        quarantine_rows(tagged.where(F.col(PARSE_ERROR_COL).isNull()), F.col(REASON_COL), STAGE).select(
-            *QUARANTINE_COLUMNS
-        ),
-        ctx,
-        STAGE,
+    # The rejected rows' text is read from bronze only when there are some; an empty slice
+    # still replaces the rows an earlier run of this date may have left.
+    rejected = quarantine_rows(
+        tag_bronze(bronze, suite, parameters).where(F.col(PARSE_ERROR_COL).isNull()), F.col(REASON_COL), STAGE
     )
+    if not any(reason not in PARSE_ERRORS for reason in by_reason if reason is not None):
+        rejected = rejected.limit(0)
+    publish_quarantine(rejected, ctx, STAGE)
     summary = {
         "rows_read": rows,
         "rows_quarantined": quarantined,
@@ -269,21 +280,25 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
 
 
 def sequence_checks(sequences: DataFrame, max_seq_len: int) -> DataFrame:
-    """The sequences frame plus the derived columns ``expectations/sequences.json`` checks."""
+    """One row per user with the columns ``expectations/sequences.json`` checks, derived from the arrays.
+
+    Plain array functions only (no lambdas, which Spark evaluates without code generation).
+    """
     from pyspark.sql import functions as F
 
     seq_len = F.size(ITEMS_COL)
     n = F.col(N_EVENTS_COL)
     split = F.col(SPLIT_COL)
-    markers = F.transform(F.sequence(F.lit(1), seq_len), lambda j: n - seq_len + j)  # 1-based positions
-    expected_split = F.transform(
-        markers,
-        lambda p: (
-            F.when((p == n) & (n >= 2), 2).when((p == n - 1) & (n >= 3), 1).otherwise(0).cast("tinyint")
-        ),
+    earlier = F.slice(split, 1, F.greatest(seq_len - 2, F.lit(0)))
+    markers_ok = (
+        (F.try_element_at(split, F.lit(-1)) == F.when(n >= 2, 2).otherwise(0))
+        & ((seq_len < 2) | (F.try_element_at(split, F.lit(-2)) == F.when(n >= 3, 1).otherwise(0)))
+        & (F.coalesce(F.array_max(earlier), F.lit(0)) == 0)
+        & (F.coalesce(F.array_min(earlier), F.lit(0)) == 0)
     )
     return sequences.select(
-        "*",
+        USER_COL,
+        N_EVENTS_COL,
         seq_len.alias("seq_len"),
         (seq_len == F.least(n, F.lit(max_seq_len))).alias("keeps_most_recent"),
         (
@@ -294,9 +309,9 @@ def sequence_checks(sequences: DataFrame, max_seq_len: int) -> DataFrame:
         ).alias("arrays_aligned"),
         (
             (F.col(TIMESTAMPS_COL) == F.array_sort(TIMESTAMPS_COL))
-            & F.forall(TIME_GAPS_COL, lambda gap: gap >= 0)
+            & (F.coalesce(F.array_min(TIME_GAPS_COL), F.lit(0)) >= 0)
         ).alias("chronological"),
-        (split == expected_split).alias("split_markers_ok"),
+        markers_ok.alias("split_markers_ok"),
     )
 
 
@@ -304,8 +319,12 @@ def run_sequences_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
     """Gate this run's published sequences; return the summary, or raise GateError."""
     suite = load_suite(SEQUENCES_SUITE)
     parameters = {"max_seq_len": ctx.config.pipeline.max_seq_len}
-    checks = sequence_checks(read_run(spark, ctx, "sequences"), ctx.config.pipeline.max_seq_len)
-    result = validate(checks, suite, parameters)
+    # One row of checks per user, computed once from the arrays and validated from memory.
+    checks = sequence_checks(read_run(spark, ctx, "sequences"), ctx.config.pipeline.max_seq_len).persist()
+    try:
+        result = validate(checks, suite, parameters)
+    finally:
+        checks.unpersist()
     summary = {"parameters": parameters}
     save_results(spark, ctx, suite, result, summary)
     check(result, suite, f"run_date {ctx.run_date}", f"  results: {ctx.validation_uri(suite.name)}.json")

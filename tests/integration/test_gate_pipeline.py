@@ -179,13 +179,39 @@ def test_row_count_collapse_versus_the_previous_run_stops_the_run(spark, tmp_pat
     assert "previous run read 26" in str(failure.value)
 
 
-def test_sequences_gate_rejects_broken_markers(spark):
-    frame = spark.createDataFrame(
-        [(1, [10, 11, 12], [1, 2, 3], [0, 1, 1], [0, 0, 0], [0, 2, 1], 3)],
-        "user_id long, item_ids array<long>, timestamps array<long>, time_gaps array<long>, "
-        "session_ids array<int>, split array<tinyint>, n_events int",
-    )
-    checks = sequence_checks(frame, 200)
-    result = validate(checks, load_suite("sequences"), {"max_seq_len": 200})
-    failed = [r.expectation_config.kwargs.get("column") for r in result.results if not r.success]
-    assert failed == ["split_markers_ok"]
+SEQUENCE_ROW = (
+    "user_id long, item_ids array<long>, timestamps array<long>, time_gaps array<long>, "
+    "session_ids array<int>, split array<tinyint>, n_events int"
+)
+GOOD_SEQUENCES = [
+    (1, [10], [5], [0], [0], [0], 1),
+    (2, [10, 11], [5, 9], [0, 4], [0, 0], [0, 2], 2),
+    (3, [10, 11, 12], [1, 2, 3], [0, 1, 1], [0, 0, 0], [0, 1, 2], 3),
+    (4, [11, 12, 13], [2, 3, 4], [1, 1, 1], [0, 0, 0], [0, 1, 2], 5),  # the last 3 of 5 events
+]
+
+
+def _sequences_failures(spark, rows, max_seq_len=200):
+    checks = sequence_checks(spark.createDataFrame(rows, SEQUENCE_ROW), max_seq_len)
+    result = validate(checks, load_suite("sequences"), {"max_seq_len": max_seq_len})
+    return sorted(r.expectation_config.kwargs.get("column") for r in result.results if not r.success)
+
+
+def test_sequences_gate_accepts_the_contract(spark):
+    assert _sequences_failures(spark, GOOD_SEQUENCES, max_seq_len=3) == []
+
+
+@pytest.mark.parametrize(
+    ("row", "failing"),
+    [
+        ((9, [10, 11, 12], [1, 2, 3], [0, 1, 1], [0, 0, 0], [0, 2, 1], 3), ["split_markers_ok"]),
+        ((9, [10, 11], [1, 2], [0, 1], [0, 0], [0, 0], 2), ["split_markers_ok"]),
+        ((9, [10, 11], [1, 2], [0, 1], [0, 0], [1, 2], 2), ["split_markers_ok"]),
+        ((9, [10, 11], [2, 1], [0, -1], [0, 0], [0, 2], 2), ["chronological"]),
+        ((9, [10, 11], [1, 2], [0, 1], [0], [0, 2], 2), ["arrays_aligned"]),
+        ((9, [10, 11], [1, 2], [0, 1], [0, 0], [0, 2], 5), ["keeps_most_recent", "split_markers_ok"]),
+        ((1, [10, 11], [1, 2], [0, 1], [0, 0], [0, 2], 2), ["user_id"]),  # user 1 twice
+    ],
+)
+def test_sequences_gate_rejects_broken_sequences(spark, row, failing):
+    assert _sequences_failures(spark, [*GOOD_SEQUENCES[:1], row], max_seq_len=3) == failing

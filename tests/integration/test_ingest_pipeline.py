@@ -107,7 +107,12 @@ def test_invalid_utf8_bytes_are_bad_encoding_and_raw_keeps_a_readable_copy(spark
 @pytest.mark.parametrize(
     ("name", "fmt", "good", "bad"),
     [
-        ("tiny_ratings_dat.txt", "ratings.dat", {1: (1, 10, 5.0, 978300760), 3: (2, 10, 4.0, 978300000)}, {4}),  # noqa: E501
+        (
+            "tiny_ratings_dat.txt",
+            "ratings.dat",
+            {1: (1, 10, 5.0, 978300760), 3: (2, 10, 4.0, 978300000)},
+            {4},
+        ),
         ("tiny_u_data.tsv", "u.data", {1: (1, 10, 5.0, 881250949), 2: (1, 11, 3.0, 881250950)}, {4}),
         ("ratings.inter", "recbole-inter", {2: (1, 10, 5.0, 881250949), 3: (1, 11, 3.0, 881250950)}, {4}),
     ],
@@ -157,3 +162,49 @@ def test_ingest_publishes_every_line_and_quarantines_parse_errors(spark, tmp_pat
     manifest = read_json(spark, f"{ctx.validation_uri(ingest.MANIFEST)}.json")
     assert manifest["format"] == "ratings.csv"
     assert list(manifest["headers"].values()) == ["userId,movieId,rating,timestamp"]
+
+
+def test_ingest_main_runs_under_spark_submit(tmp_path):
+    """A job's thin main: spark-submit decides the master; --run-date and --config select the run."""
+    import os
+    import subprocess
+    import sys
+
+    from recsys.config import PROJECT_ROOT
+    from recsys.spark import submit_args
+
+    lake = tmp_path / "lake"
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYSPARK_PYTHON=sys.executable)
+    done = subprocess.run(
+        [
+            str(bin_dir / "spark-submit"),
+            *submit_args(config_with_lake(lake)),
+            "--master",
+            "local[1]",
+            str(PROJECT_ROOT / "spark_jobs" / "ingest.py"),
+            "--run-date",
+            DAY.isoformat(),
+            "--config",
+            "local",
+            "--set",
+            f"lake.root={lake}",
+            "--input",
+            str(FIXTURES / "tiny_u_data.tsv"),
+            "--format",
+            "u.data",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    from deltalake import DeltaTable
+
+    bronze = DeltaTable(str(lake / "ratings_bronze")).to_pyarrow_table()
+    assert sorted(bronze.column("line_number").to_pylist()) == [1, 2, 3, 4]
+    assert [str(d) for d in set(bronze.column("run_date").to_pylist())] == [DAY.isoformat()]

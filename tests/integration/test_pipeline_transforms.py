@@ -28,7 +28,7 @@ def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spa
         (4, 40, 2.0, 100, "b", 1),  # equal timestamp in a later file
     ]
     kept = {
-        (r["user_id"], r["item_id"]): (r["rating"], r["timestamp"], r["line_number"], r["_copies"])
+        (r["user_id"], r["item_id"]): (r["rating"], r["timestamp"], r["line_number"], r["copies"])
         for r in deduplicate(spark.createDataFrame(rows, RATINGS)).collect()
     }
     assert kept == {
