@@ -6,75 +6,39 @@
    (:func:`spark_jobs.pipeline.run_pipeline`) into a temporary lake.
 
 Both run in the same SparkSession after a warm-up query, with the file already in the page
-cache. Peak memory is the resident set of this process plus its children (the JVM), sampled
-every 0.2 s. Prints a table and writes JSON (wall seconds, ratio, peak RSS, rows, stage seconds).
+cache, alternating floor and chain ``--repeats`` times; the medians are compared. Peak memory
+is the resident set of this process plus its children (the JVM), sampled every 50 ms. Prints
+a table and writes JSON (every sample, medians, ratio, peak RSS, rows, stage seconds).
 
-    python bench/bench_pipeline.py --input data/raw/synthetic/ratings.csv
+    python bench/bench_pipeline.py --input data/raw/synthetic/ratings.csv --repeats 3
+
+Without ``--input`` it uses data/raw/synthetic/ratings.csv, generating it first (ML-25M-sized,
+about 30 s) when it is missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
-import platform
 import shutil
-import sys
+import statistics
 import tempfile
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import RESULTS_DIR, PeakRSS, write_result
 
 from recsys.cli import configure_logging
-from recsys.config import PROJECT_ROOT, load_config
+from recsys.config import PROJECT_ROOT, Config, load_config
 
 log = logging.getLogger("bench_pipeline")
 
 RUN_DATE = dt.date(2024, 1, 1)
 CSV_SCHEMA = "userId long, movieId long, rating double, timestamp long"
-
-
-class PeakRss:
-    """Peak resident memory of this process and all its descendants, sampled in a thread."""
-
-    def __init__(self, interval_s: float = 0.2) -> None:
-        self.interval_s = interval_s
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> int:
-        root = psutil.Process()
-        total = 0
-        for process in [root, *root.children(recursive=True)]:
-            try:
-                total += process.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self._sample())
-            self._stop.wait(self.interval_s)
-
-    def reset(self) -> None:
-        self.peak_bytes = self._sample()
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+DEFAULT_INPUT = PROJECT_ROOT / "data" / "raw" / "synthetic" / "ratings.csv"
 
 
 def warm_page_cache(path: Path) -> None:
@@ -83,33 +47,52 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
-def main(argv: list[str] | None = None) -> None:
+def ensure_input(path: Path) -> Path:
+    """The default input is generated on first use: ML-25M-sized synthetic ratings."""
+    if not path.exists():
+        if path != DEFAULT_INPUT:
+            raise SystemExit(f"{path}: no such file")
+        from recsys.datasets.synthetic import generate_synthetic
+
+        log.info("generating %s (scale 1.0)", path)
+        generate_synthetic(path, scale=1.0)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", type=Path, required=True, help="a MovieLens ratings.csv")
-    parser.add_argument("--json", type=Path, default=PROJECT_ROOT / "bench" / "results" / "pipeline.json")
+    parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="a MovieLens-format ratings.csv")
+    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "pipeline.json")
+    parser.add_argument("--repeats", type=int, default=1, help="floor/chain pairs; medians are reported")
     parser.add_argument("--dataset", default="synthetic", help="data.dataset (its rating scale applies)")
     parser.add_argument("--driver-memory", default="10g")
     parser.add_argument("--shuffle-partitions", type=int, default=16)
-    parser.add_argument("--work-dir", type=Path, default=None, help="where the temporary lake goes")
+    parser.add_argument("--work-dir", type=Path, default=None, help="where the temporary lakes go")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     configure_logging()
+    source = ensure_input(args.input)
 
     from recsys.spark import build_spark
     from spark_jobs.common import RunContext
     from spark_jobs.pipeline import run_pipeline
 
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-", dir=args.work_dir))
-    config = load_config(
-        profile="local",
-        overrides=(
-            f"lake.root={work / 'lake'}",
-            f"data.dataset={args.dataset}",
-            *args.overrides,
-        ),
-    )
     load_before = os.getloadavg()
-    with PeakRss() as memory:
+    floor_s: list[float] = []
+    chain_s: list[float] = []
+    floor_peak: list[float] = []
+    chain_peak: list[float] = []
+    stage_s: dict[str, list[float]] = {}
+    try:
+
+        def config_for(lake: Path) -> Config:
+            return load_config(
+                profile="local",
+                overrides=(f"lake.root={lake}", f"data.dataset={args.dataset}", *args.overrides),
+            )
+
+        config = config_for(work / "lake")
         spark = build_spark(
             config,
             app_name="bench-pipeline",
@@ -119,59 +102,58 @@ def main(argv: list[str] | None = None) -> None:
             },
         )
         spark.range(1000).selectExpr("sum(id)").collect()
-        warm_page_cache(args.input)
+        warm_page_cache(source)
+        for repeat in range(args.repeats):
+            floor_path = work / "floor.parquet"
+            with PeakRSS() as memory:
+                start = time.perf_counter()
+                floor = spark.read.csv(str(source), header=True, schema=CSV_SCHEMA)
+                floor.write.mode("overwrite").parquet(str(floor_path))
+                floor_s.append(time.perf_counter() - start)
+            floor_peak.append(memory.peak_mb)
+            rows = spark.read.parquet(str(floor_path)).count()
+            log.info("repeat %d floor: %d rows in %.1fs", repeat + 1, rows, floor_s[-1])
 
-        memory.reset()
-        start = time.perf_counter()
-        floor = spark.read.csv(str(args.input), header=True, schema=CSV_SCHEMA)
-        floor.write.mode("overwrite").parquet(str(work / "floor.parquet"))
-        floor_s = time.perf_counter() - start
-        floor_peak = memory.peak_bytes
-        rows = spark.read.parquet(str(work / "floor.parquet")).count()
-        log.info("floor: %d rows in %.1fs", rows, floor_s)
-
-        memory.reset()
-        start = time.perf_counter()
-        ctx = RunContext.for_date(config, RUN_DATE, run_id="bench")
-        result = run_pipeline(spark, ctx, [str(args.input)], "ratings.csv")
-        chain_s = time.perf_counter() - start
-        chain_peak = memory.peak_bytes
+            lake = work / f"lake-{repeat}"
+            ctx = RunContext.for_date(config_for(lake), RUN_DATE, run_id="bench")
+            with PeakRSS() as memory:
+                start = time.perf_counter()
+                result = run_pipeline(spark, ctx, [str(source)], "ratings.csv")
+                chain_s.append(time.perf_counter() - start)
+            chain_peak.append(memory.peak_mb)
+            for stage, seconds in result.seconds.items():
+                stage_s.setdefault(stage, []).append(seconds)
+            log.info("repeat %d chain: %.1fs %s", repeat + 1, chain_s[-1], result.seconds)
+            shutil.rmtree(lake, ignore_errors=True)
         spark.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
-    shutil.rmtree(work, ignore_errors=True)
 
+    floor_median = statistics.median(floor_s)
+    chain_median = statistics.median(chain_s)
     figures = {
-        "input": str(args.input),
+        "input": str(source),
         "rows": rows,
-        "floor_wall_s": round(floor_s, 2),
-        "chain_wall_s": round(chain_s, 2),
-        "ratio": round(chain_s / floor_s, 2),
+        "repeats": args.repeats,
+        "floor_wall_s_median": floor_median,
+        "chain_wall_s_median": chain_median,
+        "ratio_chain_over_floor": chain_median / floor_median,
         "target_ratio": 3.0,
-        "peak_rss_mb": round(max(floor_peak, chain_peak) / 2**20, 1),
-        "floor_peak_rss_mb": round(floor_peak / 2**20, 1),
-        "chain_peak_rss_mb": round(chain_peak / 2**20, 1),
-        "stage_s": result.seconds,
+        "floor_wall_s": [round(x, 2) for x in floor_s],
+        "chain_wall_s": [round(x, 2) for x in chain_s],
+        "floor_peak_rss_mb": round(max(floor_peak), 1),
+        "chain_peak_rss_mb": round(max(chain_peak), 1),
+        "stage_s_median": {stage: round(statistics.median(v), 2) for stage, v in stage_s.items()},
         "accounting": asdict(result.stats),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in load_after],
-        },
-        "spark": {"driver_memory": args.driver_memory, "shuffle_partitions": args.shuffle_partitions},
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "driver_memory": args.driver_memory,
+        "shuffle_partitions": args.shuffle_partitions,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\n{'':<28}{'wall s':>10}{'peak RSS MB':>14}")
-    print(f"{'floor (CSV -> Parquet)':<28}{floor_s:>10.1f}{figures['floor_peak_rss_mb']:>14.0f}")
-    print(f"{'chain (ingest..sequences)':<28}{chain_s:>10.1f}{figures['chain_peak_rss_mb']:>14.0f}")
-    for stage, seconds in result.seconds.items():
-        print(f"  {stage:<26}{seconds:>10.1f}")
-    print(f"{'ratio chain / floor':<28}{figures['ratio']:>10.2f}   (target <= 3)")
-    print(f"rows {rows:,}; load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
-    print(f"wrote {args.json}")
+    write_result("pipeline", figures, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -60,6 +60,30 @@ def context_from_args(args: argparse.Namespace) -> RunContext:
     return RunContext.for_date(config_from_args(args), args.run_date)
 
 
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--input FILE...`` and ``--format``: the raw files a job reads (default: data.dataset's)."""
+    from recsys.datasets.formats import FORMATS
+
+    parser.add_argument(
+        "--input", nargs="+", default=None, help="raw files (default: the configured data.dataset's file)"
+    )
+    parser.add_argument("--format", choices=sorted(FORMATS), default=None, help="format of --input")
+
+
+def inputs_from_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, ctx: RunContext
+) -> tuple[list[str], str]:
+    """The raw file paths and their format name: ``--input``/``--format``, else data.dataset's file."""
+    from recsys.datasets import raw_source
+
+    if args.input:
+        if args.format is None:
+            parser.error("--format is required with --input")
+        return list(args.input), args.format
+    source = raw_source(ctx.config)
+    return [str(source.path)], source.format_name
+
+
 def run_date_literal(run_date: dt.date) -> str:
     return f"DATE'{run_date.isoformat()}'"
 

@@ -53,7 +53,9 @@ from spark_jobs.columns import (
 )
 from spark_jobs.common import (
     RunContext,
+    add_input_arguments,
     context_from_args,
+    inputs_from_args,
     job_parser,
     publish,
     write_json,
@@ -319,28 +321,14 @@ def run(spark: SparkSession, ctx: RunContext, paths: Sequence[str], format_name:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from recsys.datasets import raw_source
     from recsys.spark import build_spark
 
     parser = job_parser("ingest raw ratings files into ratings_bronze for one run date")
-    parser.add_argument(
-        "--input",
-        nargs="+",
-        default=None,
-        help="raw files (default: the configured data.dataset's file)",
-    )
-    parser.add_argument("--format", choices=sorted(FORMATS), default=None, help="format of --input")
+    add_input_arguments(parser)
     args = parser.parse_args(argv)
     ctx = context_from_args(args)
-    if args.input:
-        if args.format is None:
-            parser.error("--format is required with --input")
-        paths, format_name = args.input, args.format
-    else:
-        source = raw_source(ctx.config)
-        paths, format_name = [str(source.path)], source.format_name
-    spark = build_spark(ctx.config, app_name="ingest")
-    run(spark, ctx, paths, format_name)
+    paths, format_name = inputs_from_args(parser, args, ctx)
+    run(build_spark(ctx.config, app_name="ingest"), ctx, paths, format_name)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs import ingest, sequences, sessionize, silver, validate
-from spark_jobs.common import RunContext, context_from_args, job_parser
+from spark_jobs.common import (
+    RunContext,
+    add_input_arguments,
+    context_from_args,
+    inputs_from_args,
+    job_parser,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -75,22 +81,13 @@ def run_pipeline(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from recsys.datasets import raw_source
-    from recsys.datasets.formats import FORMATS
     from recsys.spark import build_spark
 
     parser = job_parser("the whole ratings pipeline for one run date")
-    parser.add_argument("--input", nargs="+", default=None, help="raw files (default: data.dataset's file)")
-    parser.add_argument("--format", choices=sorted(FORMATS), default=None, help="format of --input")
+    add_input_arguments(parser)
     args = parser.parse_args(argv)
     ctx = context_from_args(args)
-    if args.input:
-        if args.format is None:
-            parser.error("--format is required with --input")
-        paths, format_name = args.input, args.format
-    else:
-        source = raw_source(ctx.config)
-        paths, format_name = [str(source.path)], source.format_name
+    paths, format_name = inputs_from_args(parser, args, ctx)
     result = run_pipeline(build_spark(ctx.config, app_name="ratings-pipeline"), ctx, paths, format_name)
     log.info("pipeline %s done: %s; seconds %s", ctx.run_date, result.stats, result.seconds)
 

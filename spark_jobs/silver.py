@@ -113,14 +113,15 @@ def rank_duplicates(ratings: DataFrame) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    key = Window.partitionBy(USER_COL, ITEM_COL)
-    latest_first = key.orderBy(
+    latest_first = Window.partitionBy(USER_COL, ITEM_COL).orderBy(
         F.col(TIMESTAMP_COL).desc(), F.col(SOURCE_FILE_COL).desc(), F.col(LINE_NUMBER_COL).desc()
     )
-    return (
-        ratings.repartition(USER_COL)
-        .withColumn(_RANK, F.row_number().over(latest_first))
-        .withColumn(COPIES_COL, F.count(F.lit(1)).over(key).cast("int"))
+    # One window operator: the whole-group count shares the rank's partitioning and order.
+    whole_group = latest_first.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    return ratings.repartition(USER_COL).select(
+        "*",
+        F.row_number().over(latest_first).alias(_RANK),
+        F.count(F.lit(1)).over(whole_group).cast("int").alias(COPIES_COL),
     )
 
 
