@@ -4,6 +4,7 @@ from recsys.delta import RUN_DATE_COL
 from recsys.schema import ITEM_COL, RATING_COL, RATINGS_COLUMNS, TIMESTAMP_COL, USER_COL
 
 __all__ = [
+    "EVENT_ORDER",
     "GAP_COL",
     "ITEMS_COL",
     "ITEM_COL",
@@ -36,6 +37,13 @@ LINE_NUMBER_COL = "line_number"
 RAW_COL = "raw"
 SOURCE_HEADER_COL = "source_header"
 PARSE_ERROR_COL = "parse_error"
+
+#: The order of a user's events in sessions, sequences and the RecBole export: by time, and
+#: equal timestamps (several ratings submitted in the same second are common in MovieLens) in
+#: the order they were recorded, i.e. file order (``source_file``, then ``line_number``). This
+#: is RecBole's rule too (a stable sort by time over the file), so leave-one-out picks the same
+#: validation and test items as RecBole's reference models on the same file.
+EVENT_ORDER = (TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL)
 
 # ratings_quarantine, and the gate's tagged frame
 REASON_COL = "reason"

@@ -4,7 +4,8 @@
 
     user_id:token	item_id:token	rating:float	timestamp:float
 
-rows ordered by (user_id, timestamp, item_id) — the order of the sequences table — so the
+rows ordered by user_id, then :data:`spark_jobs.columns.EVENT_ORDER` (time, then file order) —
+the order of the sequences table, which RecBole's stable time sort keeps — so the
 reference RecBole models see exactly the interactions SS4Rec trains on. The default ``out_dir``
 is ``<lake.root>/<pipeline.export_dir>/<run_date>``; the k-core is ``pipeline.kcore``.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from spark_jobs.columns import ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
+from spark_jobs.columns import EVENT_ORDER, ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
 from spark_jobs.common import RunContext, context_from_args, job_parser, read_run
 from spark_jobs.sequences import kcore
 
@@ -30,8 +31,8 @@ def recbole_interactions(silver: DataFrame, k: int) -> DataFrame:
     """Silver ratings -> RecBole .inter columns (after the k-core), in sequence order."""
     from pyspark.sql import functions as F
 
-    core = kcore(silver.select(USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL), k)
-    return core.orderBy(USER_COL, TIMESTAMP_COL, ITEM_COL).select(
+    core = kcore(silver.select(USER_COL, ITEM_COL, RATING_COL, *EVENT_ORDER), k)
+    return core.orderBy(USER_COL, *EVENT_ORDER).select(
         F.col(USER_COL).cast("string").alias(RECBOLE_HEADER[0]),
         F.col(ITEM_COL).cast("string").alias(RECBOLE_HEADER[1]),
         F.col(RATING_COL).cast("double").alias(RECBOLE_HEADER[2]),

@@ -11,7 +11,8 @@ Contract (the model team depends on it)::
     split        array<tinyint>  0 train, 1 valid, 2 test
     n_events     int             events in the user's history, before truncation
 
-Order: (timestamp, item_id), the order of :mod:`spark_jobs.sessionize`. Leave-one-out is
+Order: :data:`spark_jobs.columns.EVENT_ORDER` (time, then file order), as in
+:mod:`spark_jobs.sessionize`. Leave-one-out is
 decided on the FULL history: n >= 3 -> last test, second-to-last valid; n == 2 -> [train, test];
 n == 1 -> [train]. Truncation keeps the MOST RECENT ``pipeline.max_seq_len`` events, so the
 markers survive it (max_seq_len >= 2), and ``time_gaps`` of the first kept event still measures
@@ -29,12 +30,15 @@ import logging
 from typing import TYPE_CHECKING
 
 from spark_jobs.columns import (
+    EVENT_ORDER,
     ITEM_COL,
     ITEMS_COL,
+    LINE_NUMBER_COL,
     N_EVENTS_COL,
     RUN_DATE_COL,
     SESSION_ID_COL,
     SESSION_IDS_COL,
+    SOURCE_FILE_COL,
     SPLIT_COL,
     TIME_GAPS_COL,
     TIMESTAMP_COL,
@@ -97,23 +101,25 @@ def build_sequences(
     max_seq_len: int,
     user_col: str = USER_COL,
     item_col: str = ITEM_COL,
-    time_col: str = TIMESTAMP_COL,
     session_col: str = SESSION_ID_COL,
+    order: tuple[str, ...] = EVENT_ORDER,
 ) -> DataFrame:
-    """Events (user, item, timestamp, session_id) -> one sequence row per user (without run_date).
+    """Events (user, item, session_id and the ``order`` columns, time first) -> one sequence row
+    per user (without run_date).
 
     Everything per event is computed with window functions (position, gap, history length,
     split marker) and the events beyond ``max_seq_len`` from the end are dropped before they
     are collected; the arrays are then plain field extractions of one sorted array of structs.
     No lambdas: Spark evaluates higher-order functions without code generation. Over a frame
-    already sorted by (user, timestamp, item) — the sessions frame — the windows add no sort.
+    already sorted by (user, *order) — the sessions frame — the windows add no sort.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     if max_seq_len < 2:
         raise ValueError(f"max_seq_len must be >= 2 to keep the valid/test markers, got {max_seq_len}")
-    history = Window.partitionBy(user_col).orderBy(time_col, item_col)
+    time_col = order[0]
+    history = Window.partitionBy(user_col).orderBy(*order)
     previous = F.lag(time_col).over(history)
     ordered = events.select(
         F.col(user_col),
@@ -166,7 +172,8 @@ def run(spark: SparkSession, ctx: RunContext, sessions: DataFrame | None = None)
     if sessions is None:
         sessions = read_run(spark, ctx, "sessions")
     events = kcore(
-        sessions.select(USER_COL, ITEM_COL, TIMESTAMP_COL, SESSION_ID_COL), ctx.config.pipeline.kcore
+        sessions.select(USER_COL, ITEM_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, SESSION_ID_COL),
+        ctx.config.pipeline.kcore,
     )
     sequences = with_run_date(build_sequences(events, ctx.config.pipeline.max_seq_len), ctx.run_date)
     return publish(sequences.select(*SEQUENCE_COLUMNS), ctx, "sequences")

@@ -1,8 +1,9 @@
 """Sessionize: ``ratings_silver`` -> ``sessions`` (one row per event, with its session).
 
-A user's events are ordered by (``timestamp``, ``item_id``): equal timestamps are common in
-MovieLens (several ratings submitted in the same second), and since silver holds one rating per
-user and item, the item id makes the order total and independent of the file's line order.
+A user's events are ordered by :data:`spark_jobs.columns.EVENT_ORDER`: by ``timestamp``, and
+equal timestamps (common in MovieLens: several ratings submitted in the same second) in file
+order (``source_file``, ``line_number``), as RecBole orders them. Silver holds one rating per
+user and item with the line it came from, so the order is total.
 A new session starts at a user's first event and whenever the gap to the previous event is
 strictly greater than ``pipeline.session_gap_seconds``.
 
@@ -13,6 +14,8 @@ Per event:
 * ``position``: the event's 0-based index in the user's history;
 * ``session_position``: its 0-based index in its session;
 * ``gap_seconds``: seconds since the user's previous event (0 for the first).
+* ``source_file``, ``line_number``: the raw line it came from (carried from silver: lineage,
+  and the order of equal timestamps downstream).
 
 Window functions only (one shuffle by user, one sort); no Python UDFs.
 """
@@ -23,13 +26,16 @@ import logging
 from typing import TYPE_CHECKING
 
 from spark_jobs.columns import (
+    EVENT_ORDER,
     GAP_COL,
     ITEM_COL,
+    LINE_NUMBER_COL,
     POSITION_COL,
     RATING_COL,
     RUN_DATE_COL,
     SESSION_ID_COL,
     SESSION_POSITION_COL,
+    SOURCE_FILE_COL,
     TIMESTAMP_COL,
     USER_COL,
 )
@@ -45,6 +51,8 @@ SESSION_COLUMNS = (
     ITEM_COL,
     RATING_COL,
     TIMESTAMP_COL,
+    SOURCE_FILE_COL,
+    LINE_NUMBER_COL,
     SESSION_ID_COL,
     POSITION_COL,
     SESSION_POSITION_COL,
@@ -58,14 +66,17 @@ def sessionize(
     events: DataFrame,
     gap_seconds: int,
     user_col: str = USER_COL,
-    item_col: str = ITEM_COL,
-    time_col: str = TIMESTAMP_COL,
+    order: tuple[str, ...] = EVENT_ORDER,
 ) -> DataFrame:
-    """Add ``session_id``, ``position``, ``session_position`` and ``gap_seconds`` to every event."""
+    """Add ``session_id``, ``position``, ``session_position`` and ``gap_seconds`` to every event.
+
+    Events are ordered per user by ``order``, whose first column is the time in seconds.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    history = Window.partitionBy(user_col).orderBy(time_col, item_col)
+    time_col = order[0]
+    history = Window.partitionBy(user_col).orderBy(*order)
     so_far = history.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     with_previous = events.select(
         "*",
@@ -100,7 +111,9 @@ def run(
     """
     if silver is None:
         silver = read_run(spark, ctx, "ratings_silver")
-    events = silver.select(USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, RUN_DATE_COL)
+    events = silver.select(
+        USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RUN_DATE_COL
+    )
     sessions = sessionize(events, ctx.config.pipeline.session_gap_seconds).select(*SESSION_COLUMNS)
     if not keep:
         publish(sessions, ctx, "sessions")

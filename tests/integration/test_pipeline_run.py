@@ -66,8 +66,8 @@ def test_silver_applies_the_dedup_policy(spark, first_run):
         spark, ctx, "ratings_silver", "user_id", "item_id", "rating", "timestamp", "line_number"
     ) == [
         (1, 10, 2.0, 1000005000, 5),  # re-rated later
-        (1, 11, 3.5, 1000000100, 3),
-        (1, 12, 5.0, 1000000100, 4),
+        (1, 11, 3.5, 1000000100, 4),
+        (1, 12, 5.0, 1000000100, 3),
         (2, 20, 4.0, 1000000000, 6),
         (3, 30, 4.0, 1000000000, 8),  # exact duplicate: one kept
         (3, 31, 4.5, 1000003000, 11),  # re-rated at the same second: the later line
@@ -105,7 +105,7 @@ def test_sessions_and_sequences(spark, first_run):
     }
     assert sorted(sequences) == [1, 2, 3, 4, 6]
     one = sequences[1]
-    assert one["item_ids"] == [11, 12, 10]
+    assert one["item_ids"] == [12, 11, 10]  # same second: file order (line 3, then line 4)
     assert one["timestamps"] == [1000000100, 1000000100, 1000005000]
     assert (one["time_gaps"], one["session_ids"], one["split"], one["n_events"]) == (
         [0, 0, 4900],
@@ -165,7 +165,7 @@ def test_recbole_export_after_kcore(spark, first_run, lake, tmp_path):
     ctx, _ = first_run
     lines = Path(export(spark, ctx, "small", str(tmp_path))).read_text().splitlines()
     assert lines[0].split("\t") == list(RECBOLE_HEADER)
-    assert lines[1:4] == ["1\t11\t3.5\t1000000100", "1\t12\t5.0\t1000000100", "1\t10\t2.0\t1000005000"]
+    assert lines[1:4] == ["1\t12\t5.0\t1000000100", "1\t11\t3.5\t1000000100", "1\t10\t2.0\t1000005000"]
     assert len(lines) == 1 + 13
     core = RunContext.for_date(config_with_lake(lake, *OVERRIDES, "pipeline.kcore=2"), DAY)
     lines = Path(export(spark, core, "core", str(tmp_path))).read_text().splitlines()[1:]

@@ -11,7 +11,13 @@ from spark_jobs.silver import deduplicate
 pytestmark = pytest.mark.spark
 
 RATINGS = "user_id long, item_id long, rating double, timestamp long, source_file string, line_number long"
-EVENTS = "user_id long, item_id long, timestamp long"
+EVENTS = "user_id long, item_id long, timestamp long, source_file string, line_number long"
+SEQUENCE_EVENTS = EVENTS + ", session_id int"
+
+
+def _lines(rows):
+    """Give every (user, item, timestamp, ...) row a place in one file: line i + 1 of "f"."""
+    return [(*row[:3], "f", i + 1, *row[3:]) for i, row in enumerate(rows)]
 
 
 def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spark):
@@ -42,6 +48,7 @@ def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spa
 
 def _sessions(spark, rows, gap=1800):
     frame = sessionize(spark.createDataFrame(rows, EVENTS), gap)
+    assert frame.columns[:5] == ["user_id", "item_id", "timestamp", "source_file", "line_number"]
     return {
         (r["user_id"], r["item_id"]): (
             r["session_id"],
@@ -54,11 +61,11 @@ def _sessions(spark, rows, gap=1800):
 
 
 def test_sessionize_single_event_user(spark):
-    assert _sessions(spark, [(2, 20, 1000)]) == {(2, 20): (0, 0, 0, 0)}
+    assert _sessions(spark, _lines([(2, 20, 1000)])) == {(2, 20): (0, 0, 0, 0)}
 
 
 def test_sessionize_splits_only_on_gaps_strictly_over_the_limit(spark):
-    rows = [(4, 40, 0), (4, 41, 1800), (4, 42, 3601), (4, 43, 3700), (4, 44, 100000)]
+    rows = _lines([(4, 40, 0), (4, 41, 1800), (4, 42, 3601), (4, 43, 3700), (4, 44, 100000)])
     assert _sessions(spark, rows) == {
         (4, 40): (0, 0, 0, 0),
         (4, 41): (0, 1, 1, 1800),  # exactly the gap: same session
@@ -68,25 +75,30 @@ def test_sessionize_splits_only_on_gaps_strictly_over_the_limit(spark):
     }
 
 
-def test_sessionize_orders_equal_timestamps_by_item_and_keeps_users_apart(spark):
-    rows = [(1, 12, 100), (1, 11, 100), (1, 10, 50), (9, 10, 100)]
+def test_sessionize_orders_equal_timestamps_by_file_order_and_keeps_users_apart(spark):
+    rows = [
+        (1, 12, 100, "f", 1),
+        (1, 11, 100, "f", 2),  # same second, later line: after item 12 whatever the item ids
+        (1, 10, 50, "f", 3),
+        (1, 13, 100, "a", 9),  # same second in an earlier file ("a" < "f"): first of the three
+        (9, 10, 100, "f", 4),
+    ]
     assert _sessions(spark, rows) == {
         (1, 10): (0, 0, 0, 0),
-        (1, 11): (0, 1, 1, 50),
+        (1, 13): (0, 1, 1, 50),
         (1, 12): (0, 2, 2, 0),
+        (1, 11): (0, 3, 3, 0),
         (9, 10): (0, 0, 0, 0),
     }
 
 
 def _sequences(spark, rows, max_seq_len=200):
-    events = spark.createDataFrame(rows, "user_id long, item_id long, timestamp long, session_id int")
+    events = spark.createDataFrame(_lines(rows), SEQUENCE_EVENTS)
     return {r["user_id"]: r.asDict() for r in build_sequences(events, max_seq_len).collect()}
 
 
 def test_sequences_schema_is_the_model_contract(spark):
-    events = spark.createDataFrame(
-        [(1, 10, 5, 0)], "user_id long, item_id long, timestamp long, session_id int"
-    )
+    events = spark.createDataFrame(_lines([(1, 10, 5, 0)]), SEQUENCE_EVENTS)
     schema = {f.name: f.dataType.simpleString() for f in build_sequences(events, 10).schema.fields}
     assert schema == {
         "user_id": "bigint",
@@ -116,11 +128,13 @@ def test_sequences_leave_one_out_for_one_two_and_three_events(spark):
     )
 
 
-def test_sequences_order_equal_timestamps_by_item(spark):
-    got = _sequences(spark, [(1, 12, 100, 0), (1, 10, 100, 0), (1, 11, 50, 0)])[1]
-    assert got["item_ids"] == [11, 10, 12]
-    assert got["timestamps"] == [50, 100, 100]
-    assert got["time_gaps"] == [0, 50, 0]
+def test_sequences_order_equal_timestamps_by_line_as_recbole_does(spark):
+    # lines 1..4 of one file; the last two events share a second: the later line is the test item
+    got = _sequences(spark, [(1, 12, 100, 0), (1, 10, 100, 0), (1, 11, 50, 0), (1, 9, 100, 0)])[1]
+    assert got["item_ids"] == [11, 12, 10, 9]
+    assert got["timestamps"] == [50, 100, 100, 100]
+    assert got["time_gaps"] == [0, 50, 0, 0]
+    assert got["split"] == [0, 0, 1, 2]
 
 
 def test_sequences_truncation_keeps_the_most_recent_events_and_their_markers(spark):
@@ -135,9 +149,7 @@ def test_sequences_truncation_keeps_the_most_recent_events_and_their_markers(spa
 
 
 def test_sequences_need_room_for_the_markers(spark):
-    events = spark.createDataFrame(
-        [(1, 10, 5, 0)], "user_id long, item_id long, timestamp long, session_id int"
-    )
+    events = spark.createDataFrame(_lines([(1, 10, 5, 0)]), SEQUENCE_EVENTS)
     with pytest.raises(ValueError, match="max_seq_len"):
         build_sequences(events, 1)
 
@@ -145,7 +157,7 @@ def test_sequences_need_room_for_the_markers(spark):
 def test_kcore_is_iterative_for_users_and_items(spark):
     # 2-core: item 3 has one rating -> removed; user 2 then has one rating -> removed;
     # item 2 then has one rating (user 1) -> removed; user 1 keeps items 1 and 4 with user 3.
-    rows = [(1, 1, 0), (1, 2, 0), (1, 4, 0), (2, 2, 0), (2, 3, 0), (3, 1, 0), (3, 4, 0)]
+    rows = _lines([(1, 1, 0), (1, 2, 0), (1, 4, 0), (2, 2, 0), (2, 3, 0), (3, 1, 0), (3, 4, 0)])
     core = sorted(
         (r["user_id"], r["item_id"]) for r in kcore(spark.createDataFrame(rows, EVENTS), 2).collect()
     )
@@ -153,5 +165,5 @@ def test_kcore_is_iterative_for_users_and_items(spark):
 
 
 def test_kcore_zero_is_the_identity(spark):
-    frame = spark.createDataFrame([(1, 1, 0)], EVENTS)
+    frame = spark.createDataFrame(_lines([(1, 1, 0)]), EVENTS)
     assert kcore(frame, 0) is frame
