@@ -316,7 +316,7 @@ def load_trained_model(
     return model.to(device).eval(), vocab, config
 
 
-def _read_ratings(path: str, run_date: dt.date) -> pd.DataFrame:
+def read_ratings(path: str, run_date: dt.date) -> pd.DataFrame:
     from deltalake import DeltaTable
 
     table = DeltaTable(path)
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         from model.baselines.ncf import rating_report
 
         ratings_path = args.ratings_path or config.table_path("ratings_silver")
-        metrics["rating"] = rating_report(model, data, _read_ratings(ratings_path, args.run_date))
+        metrics["rating"] = rating_report(model, data, read_ratings(ratings_path, args.run_date))
     vocab = data.vocab_dict()
     saved_config = {
         "config": config.model_dump(mode="json"),

@@ -1,0 +1,153 @@
+"""Benchmark: training throughput of SS4Rec against RecBole's SASRec on the same data, same run.
+
+    python bench/bench_train.py --max-len 50 --repeats 3 [--device cpu|cuda]
+
+Data: the Spark pipeline's ML-100K sequences (built once under ``--work-dir`` by
+:func:`model.experiments.ensure_sequences`) for our models, and the same ML-100K file through
+RecBole's own dataset and prefix-augmented loader for RecBole's SASRec.
+
+One step = forward, backward and an Adam step. Ours trains on whole user sequences (every
+position predicts the next item), RecBole on one (prefix, next item) sample per row, so the
+common unit is the *training target*: a (history, next item) pair. For ours, a batch of B
+user sequences of lengths n_i holds sum(n_i - 1) targets; for RecBole a batch of B samples
+holds B. Each row reports the median over ``--repeats`` measurements of ``--batches`` steps
+(after one warm-up step) of targets/s and user sequences (or samples)/s, and the epoch time
+that implies on ML-100K. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import RESULTS_DIR, write_result
+
+from model.data import SequenceData, model_arguments, read_sequences
+from model.experiments import RUN_DATE, Settings, ensure_sequences, experiment_config
+from model.train import build_model, seed_everything
+from recsys.config import PROJECT_ROOT
+
+log = logging.getLogger("bench_train")
+
+
+def ours_throughput(
+    name: str,
+    data: SequenceData,
+    config: Any,
+    batch_size: int,
+    max_len: int,
+    batches: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Targets/s and sequences/s of one of our models over ``batches`` shuffled training batches."""
+    seed_everything(0)
+    config = config.model_copy(update={"model": config.model.model_copy(update={"name": name})})
+    model = build_model(config, data.n_items, data.n_users).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = iter(data.view("train", max_len=max_len).loader(batch_size, shuffle=True, seed=1))
+
+    def step() -> tuple[int, int]:
+        batch = next(loader).to(device)
+        loss = model.calculate_loss(**model_arguments(model.calculate_loss, batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return len(batch), int((batch.lengths - 1).sum())
+
+    step()  # warm-up
+    _sync(device)
+    started = time.perf_counter()
+    sequences = targets = 0
+    for _ in range(batches):
+        n, t = step()
+        sequences, targets = sequences + n, targets + t
+    _sync(device)
+    seconds = time.perf_counter() - started
+    return {"sequences_per_s": sequences / seconds, "targets_per_s": targets / seconds, "seconds": seconds}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=32, help="our models: user sequences per batch")
+    parser.add_argument("--recbole-batch-size", type=int, default=1024, help="RecBole: samples per batch")
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", nargs="+", default=["ss4rec", "sasrec"], help="ours to measure")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "artifacts" / "experiments")
+    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "train.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    config = experiment_config(args.work_dir, Settings())
+    ensure_sequences(config)
+    data = SequenceData.from_arrow(read_sequences(config.table_path("sequences"), RUN_DATE))
+    train_view = data.view("train", max_len=args.max_len)
+    epoch_targets = int((train_view.lengths - 1).sum())
+
+    from model.recbole_reference import measure_training_throughput
+
+    samples: dict[str, list[dict[str, float]]] = {}
+    recbole_epoch_samples = 0
+    for repeat in range(args.repeats):
+        for name in args.models:
+            figures = ours_throughput(name, data, config, args.batch_size, args.max_len, args.batches, device)
+            samples.setdefault(name, []).append(figures)
+            log.info("repeat %d %s: %s", repeat + 1, name, figures)
+        recbole = measure_training_throughput(
+            n_batches=args.batches,
+            batch_size=args.recbole_batch_size,
+            max_len=args.max_len,
+            device=args.device,
+        )
+        recbole_epoch_samples = recbole["train_samples_per_epoch"]
+        rate = recbole["sequences_per_second"]
+        samples.setdefault("recbole_sasrec", []).append(
+            {"sequences_per_s": rate, "targets_per_s": rate, "seconds": recbole["seconds"]}
+        )
+        log.info("repeat %d recbole_sasrec: %.1f samples/s", repeat + 1, rate)
+
+    figures: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "max_len": args.max_len,
+        "batch_size_ours": args.batch_size,
+        "batch_size_recbole": args.recbole_batch_size,
+        "batches_per_measurement": args.batches,
+        "repeats": args.repeats,
+        "epoch_targets_ours": epoch_targets,
+        "epoch_samples_recbole": recbole_epoch_samples,
+    }
+    for name, runs in samples.items():
+        targets = statistics.median(r["targets_per_s"] for r in runs)
+        sequences = statistics.median(r["sequences_per_s"] for r in runs)
+        epoch = (recbole_epoch_samples if name == "recbole_sasrec" else epoch_targets) / targets
+        figures[f"{name}_targets_per_s"] = targets
+        figures[f"{name}_sequences_per_s"] = sequences
+        figures[f"{name}_epoch_s_estimate"] = epoch
+        figures[f"{name}_targets_per_s_samples"] = [round(r["targets_per_s"], 1) for r in runs]
+    baseline = figures["recbole_sasrec_targets_per_s"]
+    for name in args.models:
+        figures[f"{name}_speedup_vs_recbole_sasrec"] = figures[f"{name}_targets_per_s"] / baseline
+    write_result("train", figures, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
