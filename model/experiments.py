@@ -75,11 +75,11 @@ class Settings:
 
     max_len: int = 50
     history_len: int = 1000
-    epochs: int = 30
-    patience: int = 5
+    epochs: int = 50
+    patience: int = 10
     batch_size: int = 32
     lr: float = 0.001
-    recbole_epochs: int = 10
+    recbole_epochs: int = 5
     recbole_batch_size: int = 1024
 
     def key(self) -> str:
