@@ -186,7 +186,7 @@ def _alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keep_prob, alias  # leftovers (rounding) keep probability 1
 
 
-def _history_lengths(n_users: int, n_ratings: int, cap: int, rng: np.random.Generator) -> np.ndarray:
+def history_lengths(n_users: int, n_ratings: int, cap: int, rng: np.random.Generator) -> np.ndarray:
     """Per-user rating counts: >= MIN_USER_RATINGS, <= ``cap``, heavy-tailed, summing to ``n_ratings``.
 
     The excess over the minimum follows lognormal quantiles, rescaled to the exact total with
@@ -220,7 +220,7 @@ class _Plan:
 
     @classmethod
     def build(cls, n_users: int, n_items: int, n_ratings: int, cap: int, rng: np.random.Generator) -> _Plan:
-        lengths = _history_lengths(n_users, n_ratings, cap, rng)
+        lengths = history_lengths(n_users, n_ratings, cap, rng)
         # Items go round a random order of users: distinct users while n_items <= n_users.
         dealt_to = rng.permutation(n_users)[np.arange(n_items) % n_users]
         dealt = np.argsort(dealt_to, kind="stable")
