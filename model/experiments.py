@@ -294,10 +294,42 @@ def rating_table(records: Sequence[dict[str, Any]]) -> str | None:
     )
 
 
+def plot_results(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """Bar chart of NDCG@10 (mean, error bar = std over seeds) per model and variant, as SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name in MODELS if any(r["model"] == name for r in records)]
+    figure, axis = plt.subplots(figsize=(9, 4))
+    width = 0.38
+    for offset, variant in enumerate(VARIANTS):
+        stats = [
+            _mean_std([r["test"][variant]["ndcg@10"] for r in records if r["model"] == name])
+            for name in names
+        ]
+        axis.bar(
+            [i + (offset - 0.5) * width for i in range(len(names))],
+            [mean for mean, _ in stats],
+            width,
+            yerr=[std for _, std in stats],
+            capsize=3,
+            label=variant,
+        )
+    axis.set_xticks(range(len(names)), [LABELS[name] for name in names], rotation=20, ha="right")
+    axis.set_ylabel("test NDCG@10")
+    axis.set_title("ML-100K, leave-one-out, full ranking (mean ± std over seeds)")
+    axis.legend(title="variant")
+    figure.tight_layout()
+    figure.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(figure)
+
+
 def write_report(
     out: Path, records: Sequence[dict[str, Any]], settings: Settings, argv: Sequence[str]
 ) -> None:
-    """``out`` (Markdown) and ``out`` with suffix .json (every run)."""
+    """``out`` (Markdown), ``out`` with suffix .json (every run) and .svg (NDCG@10 chart)."""
     text = [
         "# ML-100K results",
         "",
@@ -312,6 +344,8 @@ def write_report(
         "deviation over the seeds; s/epoch is training time only (for ALS: fit time per iteration).",
         "",
         results_table(records),
+        "",
+        f"![NDCG@10 per model]({out.with_suffix('.svg').name})",
         "",
     ]
     ratings = rating_table(records)
@@ -329,6 +363,7 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(text))
     out.with_suffix(".json").write_text(json.dumps(list(records), indent=2, sort_keys=True) + "\n")
+    plot_results(records, out.with_suffix(".svg"))
 
 
 def main(argv: list[str] | None = None) -> int:

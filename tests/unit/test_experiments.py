@@ -69,3 +69,15 @@ def test_run_trained_trains_and_tests_a_model_on_the_configured_sequences(tmp_pa
             assert 0.0 <= metrics["mrr@10"] <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1.0
         json.dumps(record)  # the record is what run_one writes
     assert sasrec["test"]["paper"]["ndcg@10"] > 0.6 > pop["test"]["paper"]["ndcg@10"]
+
+
+def test_write_report_writes_table_runs_and_chart(tmp_path):
+    records = [_record("ss4rec", 1, 0.1), _record("ss4rec", 2, 0.3), _record("pop", 1, 0.02)]
+    out = tmp_path / "docs" / "results.md"
+    experiments.write_report(out, records, Settings(), ["--seeds", "1", "2"])
+    text = out.read_text()
+    assert "`python -m model.experiments --seeds 1 2`" in text
+    assert results_table(records) in text and "![NDCG@10 per model](results.svg)" in text
+    assert json.loads(out.with_suffix(".json").read_text()) == records
+    chart = out.with_suffix(".svg").read_text()
+    assert chart.startswith("<?xml") and "<svg" in chart
