@@ -263,7 +263,7 @@ def results_table(records: Sequence[dict[str, Any]]) -> str:
     for record in records:
         by_model.setdefault(record["model"], []).append(record)
     header = ["Model", "Seeds"]
-    header += [f"{variant[:4]}. {name.upper()}" for variant in VARIANTS for name in COLUMNS]
+    header += [f"{variant} {name.upper()}" for variant in VARIANTS for name in COLUMNS]
     header += ["s/epoch (CPU)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in MODELS:

@@ -25,7 +25,7 @@ def _record(model, seed, ndcg, seconds=2.0):
 def test_results_table_reports_mean_and_sample_std_per_model_in_model_order():
     records = [_record("ss4rec", 1, 0.1, 3.0), _record("pop", 1, 0.02), _record("ss4rec", 2, 0.3, 5.0)]
     lines = results_table(records).splitlines()
-    assert lines[0].startswith("| Model | Seeds | pape. HR@10 | pape. NDCG@10")
+    assert lines[0].startswith("| Model | Seeds | paper HR@10 | paper NDCG@10")
     pop, ss4rec = lines[2], lines[3]  # experiments.MODELS order: pop before ss4rec
     assert pop.startswith("| Popularity | 1 |") and "0.0200 ± 0.0000" in pop
     cells = [c.strip() for c in ss4rec.strip("|").split("|")]
