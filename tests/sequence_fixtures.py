@@ -3,9 +3,10 @@
 ``build_sequences_table`` follows the contract of the Spark pipeline's ``sequences`` Delta
 table (one row per user; arrays in chronological order; leave-one-out split markers computed
 on the full history, then truncated to the most recent ``max_seq_len`` events) so the model
-code can be tested without a JVM. It is not the pipeline: ties in time are ordered by item id,
-``time_gaps`` is the gap to the previous event (0 for the first), a session starts after an
-inactivity gap greater than ``session_gap_seconds``, and ``n_events`` is the full history length.
+code can be tested without a JVM. It is not the pipeline, but follows its rules: ties in time
+keep the order of the rows in the ratings frame (the pipeline's file order), ``time_gaps`` is
+the gap to the previous event (0 for the first), a session starts after an inactivity gap
+greater than ``session_gap_seconds``, and ``n_events`` is the full history length.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def build_sequences_table(
     session_gap_seconds: int = 1800,
 ) -> pa.Table:
     """The ``sequences`` table of ``ratings`` (columns user_id, item_id, rating, timestamp)."""
-    ordered = ratings.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
+    ordered = ratings.sort_values([USER_COL, TIMESTAMP_COL], kind="stable")
     rows: dict[str, list] = {name: [] for name in SEQUENCES_SCHEMA.names}
     for user_id, events in ordered.groupby(USER_COL, sort=True):
         items = events[ITEM_COL].to_numpy(np.int64)

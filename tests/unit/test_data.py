@@ -72,8 +72,8 @@ def test_splits_follow_leave_one_out_with_short_users_train_only(data: SequenceD
 
 def test_equal_timestamps_keep_table_order(data: SequenceData) -> None:
     batch = data.view("test").collate([1])
-    # equal times (2, 2, 2) are ordered by item id in the fixture and never re-sorted afterwards
-    assert data.item_vocab.decode(batch.items[0, :5].numpy()).tolist() == [100, 200, 300, 500, 600]
+    # equal times (2, 2, 2) keep the fixture's row order (not item order) and are never re-sorted
+    assert data.item_vocab.decode(batch.items[0, :5].numpy()).tolist() == [100, 500, 300, 200, 600]
     assert batch.timestamps[0, :5].tolist() == [1, 2, 2, 2, 3]
 
 
