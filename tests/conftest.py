@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from recsys.config import Config, load_config
+from recsys.config import PROJECT_ROOT, Config, load_config
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +52,23 @@ def spark(base_config: Config) -> Iterator[object]:
     )
     yield session
     session.stop()
+
+
+def spark_submit(lake: Path, master: str, script: str | Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``script args`` under this venv's spark-submit (Delta jars from the project cache), from
+    the project root, with ``--master master``; returns the finished process (output captured)."""
+    from recsys.spark import submit_args
+
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYSPARK_PYTHON=sys.executable)
+    command = [str(bin_dir / "spark-submit"), *submit_args(config_with_lake(lake)), "--master", master]
+    return subprocess.run(
+        [*command, str(script), *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

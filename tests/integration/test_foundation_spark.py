@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from recsys.config import PROJECT_ROOT
 from recsys.delta import publish_partition, read_partition, with_run_date
 from recsys.spark import DELTA_CATALOG, DELTA_EXTENSION, cached_jars
-from tests.conftest import config_with_lake
+from tests.conftest import config_with_lake, spark_submit
 
 pytestmark = pytest.mark.spark
 
@@ -74,10 +70,6 @@ def test_nightly_stage_loads_ml100k_into_delta(spark, tmp_path: Path):
 def test_job_runs_under_spark_submit_with_its_master(tmp_path: Path):
     """The same entry point runs under spark-submit, which alone decides the master."""
     lake = tmp_path / "lake"
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYSPARK_PYTHON=sys.executable)
-    spark_submit = bin_dir / "spark-submit"
     probe = tmp_path / "probe.py"
     probe.write_text(
         "from recsys.config import load_config\n"
@@ -88,17 +80,7 @@ def test_job_runs_under_spark_submit_with_its_master(tmp_path: Path):
         f"{lake}']).table_path('ratings_raw'))\n"
         "spark.stop()\n"
     )
-    from recsys.spark import submit_args
-
-    done = subprocess.run(
-        [str(spark_submit), *submit_args(config_with_lake(lake)), "--master", "local[1]", str(probe)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = spark_submit(lake, "local[1]", probe)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MASTER=local[1]" in done.stdout
     assert (lake / "ratings_raw" / "_delta_log").is_dir()

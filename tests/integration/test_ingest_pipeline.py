@@ -10,7 +10,7 @@ import pytest
 from recsys.datasets.formats import FORMATS
 from spark_jobs import ingest
 from spark_jobs.common import RunContext, read_json
-from tests.conftest import config_with_lake
+from tests.conftest import config_with_lake, spark_submit
 
 pytestmark = pytest.mark.spark
 
@@ -166,41 +166,23 @@ def test_ingest_publishes_every_line_and_quarantines_parse_errors(spark, tmp_pat
 
 def test_ingest_main_runs_under_spark_submit(tmp_path):
     """A job's thin main: spark-submit decides the master; --run-date and --config select the run."""
-    import os
-    import subprocess
-    import sys
-
     from recsys.config import PROJECT_ROOT
-    from recsys.spark import submit_args
 
     lake = tmp_path / "lake"
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYSPARK_PYTHON=sys.executable)
-    done = subprocess.run(
-        [
-            str(bin_dir / "spark-submit"),
-            *submit_args(config_with_lake(lake)),
-            "--master",
-            "local[1]",
-            str(PROJECT_ROOT / "spark_jobs" / "ingest.py"),
-            "--run-date",
-            DAY.isoformat(),
-            "--config",
-            "local",
-            "--set",
-            f"lake.root={lake}",
-            "--input",
-            str(FIXTURES / "tiny_u_data.tsv"),
-            "--format",
-            "u.data",
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done = spark_submit(
+        lake,
+        "local[1]",
+        PROJECT_ROOT / "spark_jobs" / "ingest.py",
+        "--run-date",
+        DAY.isoformat(),
+        "--config",
+        "local",
+        "--set",
+        f"lake.root={lake}",
+        "--input",
+        str(FIXTURES / "tiny_u_data.tsv"),
+        "--format",
+        "u.data",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     from deltalake import DeltaTable
