@@ -26,7 +26,12 @@ one train position before them, i.e. with 3 or more events: users with fewer eve
 (``[train]`` or ``[train, test]``) are used for training only, as the issue specifies; a
 training sequence needs 2 or more train positions to hold a next-item pair.
 The production variant of evaluation feeds the run's timestamp instead of ``target_time``
-(see :mod:`model.evaluate`). Inputs longer than ``max_len`` keep their most recent positions.
+(see :mod:`model.evaluate`). With ``max_len``, an evaluation input keeps its most recent
+``max_len`` positions; a training sequence longer than ``max_len`` becomes several rows,
+windows of at most ``max_len`` positions that overlap by one event (:func:`training_windows`),
+so every next-item pair of the user's training history is a target exactly once, as in
+RecBole's prefix samples (there each target sees up to ``max_len`` events of history; here
+it sees the events of its window before it).
 """
 
 from __future__ import annotations
@@ -271,7 +276,10 @@ class SequenceData:
             targets, target_time = self.items[starts + lengths], self.timestamps[starts + lengths]
         else:
             targets = target_time = np.zeros(users.size, dtype=np.int64)
-        if max_len is not None:
+        if max_len is not None and name == "train":
+            users, starts, lengths = training_windows(users, starts, lengths, max_len)
+            targets = target_time = np.zeros(users.size, dtype=np.int64)
+        elif max_len is not None:
             cut = np.maximum(lengths - max_len, 0)
             starts, lengths = starts + cut, lengths - cut
         return SplitView(
@@ -346,6 +354,30 @@ def _parameter_names(function: Callable[..., Any]) -> frozenset[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None
     return frozenset(p.name for p in parameters)
+
+
+def training_windows(
+    users: np.ndarray, starts: np.ndarray, lengths: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows longer than ``max_len`` -> windows of at most ``max_len`` positions, overlapping by one.
+
+    The windows of a row of ``n`` positions end at ``n``, ``n - (max_len - 1)``, ... and the
+    earliest starts at the row's start, so each consecutive pair (i, i + 1) lies in exactly one
+    window, and every window holds at least one pair. Returns (users, starts, lengths), the
+    windows of a row adjacent and latest first.
+    """
+    if max_len < 2:
+        raise ValueError(f"max_len must be >= 2 to hold a next-item pair, got {max_len}")
+    users = np.asarray(users, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    step = max_len - 1
+    count = 1 + -(-np.maximum(lengths - max_len, 0) // step)  # 1 + ceil((n - max_len)+ / step)
+    row = np.repeat(np.arange(lengths.size), count)
+    k = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+    end = lengths[row] - k * step
+    begin = np.maximum(end - max_len, 0)
+    return users[row], starts[row] + begin, end - begin
 
 
 def flat_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

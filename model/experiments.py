@@ -343,10 +343,12 @@ def write_report(
         "*Production*: seen items masked, query time = the run's time. Mean ± sample standard "
         "deviation over the seeds; s/epoch is training time only (for ALS: fit time per iteration).",
         "",
-        "Our models' epoch is one pass over every user's training sequence cut to its last max_len "
-        "events, every position a target; RecBole's is one pass over all its prefix samples (every "
-        "training event a target, each with up to max_len events of history), so the two kinds of "
-        "epoch differ in size: compare throughput with `bench/bench_train.py` (targets per second).",
+        "In both kinds of epoch every training event but a user's first is a target once. Ours "
+        "is one pass over every user's training history split into windows of at most max_len "
+        "events that overlap by one (a target sees the events of its window before it); RecBole's "
+        "is one pass over its prefix samples (each target with up to max_len events of history, "
+        "one forward pass per target). Compare throughput with `bench/bench_train.py` (targets "
+        "per second).",
         "",
         results_table(records),
         "",

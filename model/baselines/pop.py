@@ -1,4 +1,4 @@
-"""Popularity: every user gets the items ranked by how often they occur in training inputs."""
+"""Popularity: every user gets the items ranked by how often they are a training target."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from torch import nn
 
 
 class Pop(nn.Module):
-    """Scores = occurrences of each item in the training positions the trainer feeds it.
+    """Scores = how often each item is a next-item target in the training rows the trainer feeds it.
 
-    Like RecBole's Pop, it counts inside ``calculate_loss`` during one pass over the training
-    data (``single_pass`` tells the trainer to run one epoch) and returns a zero loss on a
-    dummy parameter so a gradient optimizer can run unchanged.
+    Like RecBole's Pop, it counts the targets (every position of a row but its first, so
+    windows that overlap by one event count each event once) inside ``calculate_loss``
+    during one pass over the training data (``single_pass`` tells the trainer to run one
+    epoch), and returns a zero loss on a dummy parameter so a gradient optimizer can run
+    unchanged.
     """
 
     single_pass = True
@@ -26,7 +28,7 @@ class Pop(nn.Module):
         self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         positions = torch.arange(items.shape[1], device=items.device)
-        inside = positions[None, :] < lengths[:, None]
+        inside = (positions[None, :] >= 1) & (positions[None, :] < lengths[:, None])
         self.item_counts += torch.bincount(items[inside], minlength=self.n_items + 1).to(self.item_counts)
         return self.unused.sum() * 0.0
 

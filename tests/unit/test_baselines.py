@@ -11,7 +11,7 @@ import torch
 
 from model.baselines import NCF, NCFConfig, Pop, SASRec, SASRecConfig
 from model.baselines.ncf import rating_report
-from model.data import SequenceData
+from model.data import SequenceData, flat_positions
 from model.evaluate import evaluate
 from model.train import Trainer, seed_everything
 from recsys.config import TrainConfig
@@ -40,17 +40,24 @@ def small_sasrec(n_items: int) -> SASRec:
     return SASRec(SASRecConfig(n_items=n_items, max_seq_len=16, hidden_size=16, inner_size=32))
 
 
-def test_pop_scores_equal_training_counts(cycle_data: SequenceData, tmp_path: Path) -> None:
+@pytest.mark.parametrize("max_len", [None, 4])
+def test_pop_scores_count_each_training_target_once(
+    cycle_data: SequenceData, tmp_path: Path, max_len: int | None
+) -> None:
     model = Pop(cycle_data.n_items)
-    result = Trainer(model, cycle_data, train_config(epochs=5), [5], tmp_path).fit()
+    result = Trainer(model, cycle_data, train_config(epochs=5), [5], tmp_path, "cpu", max_len).fit()
     assert len(result.history) == 1  # a single counting pass, whatever train.epochs says
-    counts = cycle_data.item_counts("train")
+    # Targets: every training event but each user's first, counted once even when the
+    # trainer cuts the histories into overlapping windows (max_len 4 < 10 training events).
+    whole = cycle_data.view("train")
+    targets = cycle_data.items[flat_positions(whole.starts + 1, whole.lengths - 1)]
+    counts = np.bincount(targets, minlength=cycle_data.n_items + 1)
     batch = cycle_data.view("test").collate([0, 1])
     scores = model.full_sort_predict(batch.items, batch.timestamps, batch.lengths, batch.target_time)
     assert scores.shape == (2, cycle_data.n_items + 1)
     assert torch.isneginf(scores[:, 0]).all()
     assert scores[0, 1:].tolist() == counts[1:].astype(float).tolist()
-    assert counts.sum() == cycle_data.view("train").lengths.sum()
+    assert counts.sum() == (whole.lengths - 1).sum() > 0
 
 
 def test_sasrec_is_causal_and_ignores_padding() -> None:

@@ -16,6 +16,7 @@ from model.data import (
     SequenceDataError,
     model_arguments,
     read_sequences,
+    training_windows,
 )
 from tests.sequence_fixtures import build_sequences_table, ratings_frame, write_sequences_delta
 
@@ -101,6 +102,49 @@ def test_max_len_keeps_the_most_recent_positions(data: SequenceData) -> None:
     assert cut.lengths.tolist() == [2, 3]
     assert cut.collate([1]).items[0].tolist() == full.collate([1]).items[0, 2:].tolist()
     assert cut.targets.tolist() == full.targets.tolist()
+
+
+@pytest.mark.parametrize("max_len", [2, 3, 7, 50])
+def test_training_windows_hold_every_next_item_pair_exactly_once(max_len: int) -> None:
+    rng = np.random.default_rng(max_len)
+    lengths = rng.integers(2, 120, size=200)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) + 5
+    users = np.arange(lengths.size) * 10
+    w_users, w_starts, w_lengths = training_windows(users, starts, lengths, max_len)
+    assert w_lengths.min() >= 2 and w_lengths.max() <= max_len
+    pairs = {
+        (int(u), int(start + i))
+        for u, start, n in zip(w_users, w_starts, w_lengths, strict=True)
+        for i in range(n - 1)
+    }
+    expected = {
+        (int(u), int(start + i))
+        for u, start, n in zip(users, starts, lengths, strict=True)
+        for i in range(n - 1)
+    }
+    assert pairs == expected
+    assert len(pairs) == int((w_lengths - 1).sum())  # no pair twice
+    # Each row's windows are adjacent, the latest first, and the latest ends where the row ends.
+    first = np.flatnonzero(np.r_[True, w_users[1:] != w_users[:-1]])
+    assert (w_users[first] == users).all()
+    assert (w_starts[first] + w_lengths[first] == starts + lengths).all()
+    assert (w_lengths[first] == np.minimum(lengths, max_len)).all()
+
+
+def test_training_windows_need_room_for_a_pair() -> None:
+    with pytest.raises(ValueError, match="max_len must be >= 2"):
+        training_windows(np.array([0]), np.array([0]), np.array([5]), 1)
+
+
+def test_train_view_with_max_len_splits_long_histories(data: SequenceData) -> None:
+    whole = data.view("train")  # user 9: 4 train events, [100, 500, 300, 200] in time order
+    history = whole.collate([0]).items[0].tolist()
+    windows = data.view("train", max_len=3)
+    assert windows.users.tolist() == [whole.users[0]] * 2
+    assert windows.lengths.tolist() == [3, 2]
+    assert [windows.collate([i]).items[0].tolist() for i in range(2)] == [history[1:], history[:2]]
+    assert data.item_vocab.decode(np.array(history)).tolist() == [100, 500, 300, 200]
+    assert windows.targets.tolist() == [0, 0]
 
 
 def test_shuffling_is_seeded() -> None:
