@@ -272,14 +272,13 @@ class SequenceData:
         else:
             raise ValueError(f"unknown view {name!r}; expected train, valid, test or full")
         starts = self.offsets[users]
+        if max_len is not None and name == "train":
+            users, starts, lengths = training_windows(users, starts, lengths, max_len)
         if name in ("valid", "test"):
             targets, target_time = self.items[starts + lengths], self.timestamps[starts + lengths]
         else:
             targets = target_time = np.zeros(users.size, dtype=np.int64)
-        if max_len is not None and name == "train":
-            users, starts, lengths = training_windows(users, starts, lengths, max_len)
-            targets = target_time = np.zeros(users.size, dtype=np.int64)
-        elif max_len is not None:
+        if max_len is not None and name != "train":
             cut = np.maximum(lengths - max_len, 0)
             starts, lengths = starts + cut, lengths - cut
         return SplitView(

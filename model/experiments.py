@@ -86,6 +86,18 @@ class Settings:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
+# How our models are trained, beyond the settings: part of the cache key of TRAINED runs and
+# their checkpoints, so a change of protocol never resumes or reuses a run of the old one.
+# 2: histories longer than max_len train as overlapping windows (model.data.training_windows).
+TRAINING_PROTOCOL = 2
+
+
+def run_key(name: str, seed: int, settings: Settings) -> str:
+    """The cache key of one (model, seed) run: its settings, and for TRAINED models the protocol."""
+    key = f"{name}-{seed}-{settings.key()}"
+    return f"{key}-p{TRAINING_PROTOCOL}" if name in TRAINED else key
+
+
 def experiment_config(work_dir: Path, settings: Settings, *overrides: str) -> Config:
     return load_config(
         profile="local",
@@ -139,7 +151,7 @@ def run_trained(name: str, seed: int, config: Config, settings: Settings, work_d
     data = SequenceData.from_arrow(read_sequences(config.table_path("sequences"), RUN_DATE))
     seed_everything(seed)
     model = build_model(config, data.n_items, data.n_users)
-    checkpoints = work_dir / "checkpoints" / f"{name}-{seed}-{settings.key()}"
+    checkpoints = work_dir / "checkpoints" / run_key(name, seed, settings)
     trainer = Trainer(model, data, config.train, KS, checkpoints, "cpu", settings.max_len)
     result = trainer.fit()
     test = evaluate(
@@ -223,7 +235,7 @@ def run_recbole(seed: int, settings: Settings) -> dict[str, Any]:
 
 def run_one(name: str, seed: int, config: Config, settings: Settings, work_dir: Path) -> dict[str, Any]:
     """One (model, seed) run, from the cache when an identical run finished before."""
-    path = work_dir / "runs" / f"{name}-{seed}-{settings.key()}.json"
+    path = work_dir / "runs" / f"{run_key(name, seed, settings)}.json"
     if path.exists():
         log.info("%s seed %d: cached %s", name, seed, path)
         return json.loads(path.read_text())

@@ -54,6 +54,23 @@ def test_run_one_reuses_a_finished_run_only_for_the_same_settings(tmp_path, monk
         run_one("nope", 7, None, Settings(), tmp_path)
 
 
+def test_a_new_training_protocol_reruns_our_models_but_not_recbole(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(name, *args):
+        calls.append(name)
+        return {"test": {}, "epoch_seconds": 1.0}
+
+    monkeypatch.setattr(experiments, "run_trained", lambda name, *args: fake(name))
+    monkeypatch.setattr(experiments, "run_recbole", lambda seed, settings: fake("recbole_sasrec"))
+    for name in ("pop", "recbole_sasrec"):
+        run_one(name, 7, None, Settings(), tmp_path)
+    monkeypatch.setattr(experiments, "TRAINING_PROTOCOL", experiments.TRAINING_PROTOCOL + 1)
+    for name in ("pop", "recbole_sasrec"):
+        run_one(name, 7, None, Settings(), tmp_path)
+    assert calls == ["pop", "recbole_sasrec", "pop"]
+
+
 def test_run_trained_trains_and_tests_a_model_on_the_configured_sequences(tmp_path):
     settings = Settings(max_len=20, epochs=5, patience=1, batch_size=8, lr=0.01)
     config = experiment_config(tmp_path, settings)
