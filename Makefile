@@ -31,7 +31,7 @@ $(DELTA_JAR): | $(STAMP)
 	$(PY) -m recsys.spark --resolve-jars
 
 run: venv jars
-	$(PY) -m recsys.nightly --run-date $(RUN_DATE)
+	$(PY) -m orchestration.nightly --run-date $(RUN_DATE)
 
 test: venv jars
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -3,7 +3,7 @@
     python bench/bench_train.py --max-len 50 --repeats 3 [--device cpu|cuda]
 
 Data: the Spark pipeline's ML-100K sequences (built once under ``--work-dir`` by
-:func:`model.experiments.ensure_sequences`) for our models, and the same ML-100K file through
+:func:`orchestration.experiments.ensure_sequences`) for our models, and the same ML-100K file through
 RecBole's own dataset and prefix-augmented loader for RecBole's SASRec.
 
 One step = forward, backward and an Adam step. Ours trains on whole user sequences (every
@@ -38,8 +38,8 @@ import torch
 from common import RESULTS_DIR, write_result
 
 from model.data import IdVocab, SequenceData, model_arguments, read_sequences
-from model.experiments import RUN_DATE, Settings, ensure_sequences, experiment_config
 from model.train import Trainer, build_model, seed_everything
+from orchestration.experiments import RUN_DATE, Settings, ensure_sequences, experiment_config
 from recsys.config import PROJECT_ROOT
 from recsys.datasets.synthetic import history_lengths, target_counts
 

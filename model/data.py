@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -88,16 +89,22 @@ class IdVocab:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def encode(self, raw: np.ndarray | Sequence[int]) -> np.ndarray:
-        """Indices of ``raw`` ids; an id outside the vocabulary raises :class:`KeyError`."""
+    def contains(self, raw: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Boolean mask: which of ``raw`` are in the vocabulary."""
         raw = np.asarray(raw, dtype=np.int64)
         position = np.searchsorted(self.raw_ids, raw)
         known = position < len(self)
         known[known] = self.raw_ids[position[known]] == raw[known]
+        return known
+
+    def encode(self, raw: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Indices of ``raw`` ids; an id outside the vocabulary raises :class:`KeyError`."""
+        raw = np.asarray(raw, dtype=np.int64)
+        known = self.contains(raw)
         if not np.all(known):
             unknown = np.unique(raw[~known])
             raise KeyError(f"{unknown.size} id(s) not in the vocabulary, e.g. {unknown[:5].tolist()}")
-        return position + self.first_index
+        return np.searchsorted(self.raw_ids, raw) + self.first_index
 
     def decode(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
         """Raw ids of ``index``; padding or an index out of range raises :class:`IndexError`."""
@@ -182,8 +189,22 @@ class SplitView:
         )
 
 
+@dataclass(frozen=True)
+class SkippedItems:
+    """Positions dropped because their item is not in the model's vocabulary."""
+
+    positions: int = 0
+    items: int = 0  # distinct unknown items
+
+    @classmethod
+    def of(cls, raw_items: np.ndarray) -> SkippedItems:
+        return cls(int(raw_items.size), int(np.unique(raw_items).size))
+
+
 class SequenceData:
     """One run's sequences as contiguous indices in flat (CSR-like) arrays, sorted by user id."""
+
+    skipped = SkippedItems()
 
     def __init__(
         self,
@@ -215,11 +236,18 @@ class SequenceData:
         return len(self.user_vocab)
 
     @classmethod
-    def from_arrow(cls, table: pa.Table, item_vocab: IdVocab | None = None) -> SequenceData:
+    def from_arrow(
+        cls,
+        table: pa.Table,
+        item_vocab: IdVocab | None = None,
+        unknown_items: Literal["raise", "skip"] = "raise",
+    ) -> SequenceData:
         """Validate and index a ``sequences`` table (one run's rows).
 
-        ``item_vocab`` reuses a saved vocabulary (its items must cover the table's);
-        by default the vocabulary is every item in the table.
+        ``item_vocab`` reuses a saved vocabulary; by default the vocabulary is every item in the
+        table. An item the saved vocabulary lacks (new since training) raises, or with
+        ``unknown_items="skip"`` (nightly scoring) its positions are dropped and counted in
+        :attr:`skipped_positions`; a user may then keep no position at all (length 0).
         """
         missing = [name for name in SEQUENCE_COLUMNS if name not in table.column_names]
         if missing:
@@ -250,13 +278,42 @@ class SequenceData:
         split = columns["split"][1][take].astype(np.int8)
         _check_positions(user_ids[order], offsets, timestamps, split)
         vocab = IdVocab.build(raw_items, first_index=1) if item_vocab is None else item_vocab
-        try:
-            items = vocab.encode(raw_items)
-        except KeyError as exc:
+        known = vocab.contains(raw_items)
+        if not known.all() and unknown_items == "raise":
+            unknown = np.unique(raw_items[~known])
             raise SequenceDataError(
-                f"sequences hold items the saved vocabulary lacks: {exc.args[0]}; retrain the model"
-            ) from None
-        return cls(vocab, IdVocab(user_ids[order], first_index=0), offsets, items, timestamps, split)
+                f"sequences hold {unknown.size} item(s) the saved vocabulary lacks, e.g. "
+                f"{unknown[:5].tolist()}; retrain the model or skip them (unknown_items='skip')"
+            )
+        skipped = SkippedItems.of(raw_items[~known])
+        if skipped.positions:
+            owner = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+            kept = np.bincount(owner[known], minlength=offsets.size - 1)
+            offsets = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
+            raw_items, timestamps, split = raw_items[known], timestamps[known], split[known]
+        data = cls(
+            vocab,
+            IdVocab(user_ids[order], first_index=0),
+            offsets,
+            vocab.encode(raw_items),
+            timestamps,
+            split,
+        )
+        data.skipped = skipped
+        return data
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the content (users, raw items, timestamps, split markers), independent of row order."""
+        digest = hashlib.sha256()
+        for array in (
+            self.user_vocab.raw_ids,
+            self.offsets,
+            self.item_vocab.decode(self.items) if self.items.size else self.items,
+            self.timestamps,
+            self.split,
+        ):
+            digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+        return digest.hexdigest()
 
     def view(self, name: ViewName, max_len: int | None = None) -> SplitView:
         """The ``train`` / ``valid`` / ``test`` / ``full`` view (see the module docstring)."""

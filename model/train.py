@@ -334,6 +334,67 @@ def format_metrics(results: dict[str, dict[str, float]], ks: list[int]) -> str:
     return tabulate(rows, headers=headers, floatfmt=".4f")
 
 
+@dataclass
+class TrainedModel:
+    """A model trained and tested on one run's sequences, with what its artifacts record."""
+
+    model: nn.Module
+    data: SequenceData
+    metrics: dict[str, Any]
+
+
+def train_and_evaluate(
+    config: Config,
+    data: SequenceData,
+    work_dir: str | Path,
+    run_date: dt.date,
+    device: torch.device | str = "cpu",
+    ratings_path: str | None = None,
+    max_len: int | None = None,
+) -> TrainedModel:
+    """Train ``config.model`` on ``data`` (checkpoints in ``work_dir``), then evaluate it.
+
+    ``max_len`` is the model's input window (default ``pipeline.max_seq_len``). Metrics:
+    ``valid`` and ``test``, each in both variants, of the best-validation weights, the training
+    history, ``training_seconds`` (wall time of fit, validation included) and ``trained_on``.
+    """
+    seed_everything(config.train.seed)
+    model = build_model(config, data.n_items, data.n_users)
+    max_len = max_len or config.pipeline.max_seq_len
+    trainer = Trainer(model, data, config.train, config.scoring.eval_ks, work_dir, device, max_len)
+    started = time.perf_counter()
+    result = trainer.fit()
+    training_seconds = time.perf_counter() - started
+    ks = config.scoring.eval_ks
+    run_time = run_timestamp(run_date)
+    metrics: dict[str, Any] = {
+        split: evaluate(model, data, split, ks, run_time=run_time, max_len=max_len, device=device)
+        for split in ("valid", "test")
+    }
+    metrics.update(
+        valid_best=result.history[result.best_epoch].valid,
+        training_seconds=training_seconds,
+        trained_on=run_date.isoformat(),
+        **result.to_dict(),
+    )
+    if config.model.name == "ncf":
+        from model.baselines.ncf import rating_report
+
+        ratings = read_ratings(ratings_path or config.table_path("ratings_silver"), run_date)
+        metrics["rating"] = rating_report(model, data, ratings)
+    return TrainedModel(model, data, metrics)
+
+
+def save_trained(directory: str | Path, config: Config, trained: TrainedModel) -> Path:
+    """Write the artifacts of ``trained`` (weights, vocabularies, config, metrics) into ``directory``."""
+    saved_config = {
+        "config": config.model_dump(mode="json"),
+        "n_items": trained.data.n_items,
+        "n_users": trained.data.n_users,
+    }
+    return save_artifacts(directory, trained.model, trained.data.vocab_dict(), saved_config, trained.metrics)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model.train",
@@ -354,41 +415,20 @@ def main(argv: list[str] | None = None) -> int:
     sequences_path = args.sequences_path or config.table_path("sequences")
     out_dir = Path(args.artifacts_dir) / args.run_date.isoformat() / config.model.name
 
-    seed_everything(config.train.seed)
     data = SequenceData.from_arrow(read_sequences(sequences_path, args.run_date))
     log.info("%s: %d users, %d items, device %s", sequences_path, data.n_users, data.n_items, device)
-    model = build_model(config, data.n_items, data.n_users)
-    max_len = config.pipeline.max_seq_len
-    trainer = Trainer(
-        model, data, config.train, config.scoring.eval_ks, out_dir / CHECKPOINT_DIR, device, max_len
+    trained = train_and_evaluate(
+        config, data, out_dir / CHECKPOINT_DIR, args.run_date, device, ratings_path=args.ratings_path
     )
-    result = trainer.fit()
-    ks = config.scoring.eval_ks
-    test = evaluate(
-        model, data, "test", ks, run_time=run_timestamp(args.run_date), max_len=max_len, device=device
-    )
-    metrics: dict[str, Any] = {
-        "test": test,
-        "valid_best": result.history[result.best_epoch].valid,
-        **result.to_dict(),
-    }
-    if config.model.name == "ncf":
-        from model.baselines.ncf import rating_report
+    save_trained(out_dir, config, trained)
 
-        ratings_path = args.ratings_path or config.table_path("ratings_silver")
-        metrics["rating"] = rating_report(model, data, read_ratings(ratings_path, args.run_date))
-    vocab = data.vocab_dict()
-    saved_config = {
-        "config": config.model_dump(mode="json"),
-        "n_items": data.n_items,
-        "n_users": data.n_users,
-    }
-    save_artifacts(out_dir, model, vocab, saved_config, metrics)
-
+    metrics = trained.metrics
     print(f"{config.model.name} on {args.run_date} (test, {len(data.view('test'))} users)")
-    print(format_metrics(test, ks))
-    epochs = len(result.history)
-    print(f"best epoch {result.best_epoch}, {epochs} epochs, {result.mean_epoch_seconds:.2f}s/epoch")
+    print(format_metrics(metrics["test"], config.scoring.eval_ks))
+    print(
+        f"best epoch {metrics['best_epoch']}, {metrics['epochs_run']} epochs, "
+        f"{metrics['mean_epoch_seconds']:.2f}s/epoch"
+    )
     if "rating" in metrics:
         print("rating: " + json.dumps(metrics["rating"]))
     print(f"artifacts: {out_dir}")

@@ -58,7 +58,7 @@ class TablesConfig(_Section):
     sequences: str
     recommendations: str
     model_runs: str
-    ratings_raw: str
+    items: str
     ratings_run_stats: str
 
 
@@ -109,11 +109,15 @@ class TrainConfig(_Section):
     seed: int
     amp: bool
     compile: bool
+    models_dir: str
 
 
 class ScoringConfig(_Section):
     top_k: int = Field(gt=0)
     eval_ks: list[int]
+    batch_size: int = Field(gt=0)
+    fallback_window_days: int = Field(gt=0)
+    staging_dir: str
 
 
 class Config(_Section):

@@ -1,9 +1,10 @@
-"""Publishing DataFrames to Delta: one run_date partition at a time, atomically.
+"""Run-date partitions of Delta tables: the column, the run id, and reading one date.
 
-A write replaces exactly the rows of its run_date (``replaceWhere``), so a rerun or a
-backfill of the same date yields the same table, and a reader sees either the old or the
-new partition, never a mix (Delta commits are atomic). Each commit carries the run id in
-``userMetadata`` so the table history says which run wrote what.
+Every table is partitioned by ``run_date`` and each job replaces exactly its date's rows
+(``spark_jobs.common.publish``, ``replaceWhere``), so a rerun or a backfill of the same date
+yields the same table, and a reader sees either the old or the new partition, never a mix
+(Delta commits are atomic). Each commit carries the run id in ``userMetadata`` so the table
+history says which run wrote what.
 """
 
 from __future__ import annotations
@@ -27,20 +28,6 @@ def with_run_date(df: DataFrame, run_date: dt.date) -> DataFrame:
     from pyspark.sql import functions as F
 
     return df.withColumn(RUN_DATE_COL, F.lit(run_date).cast("date"))
-
-
-def publish_partition(df: DataFrame, path: str, run_date: dt.date, run_id: str) -> None:
-    """Overwrite the ``run_date`` partition of the Delta table at ``path`` with ``df``."""
-    if RUN_DATE_COL not in df.columns:
-        raise ValueError(f"cannot publish to {path}: the frame has no {RUN_DATE_COL} column")
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"{RUN_DATE_COL} = DATE'{run_date.isoformat()}'")
-        .option("userMetadata", run_id)
-        .partitionBy(RUN_DATE_COL)
-        .save(path)
-    )
 
 
 def read_partition(spark: SparkSession, path: str, run_date: dt.date) -> DataFrame:

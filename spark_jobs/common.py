@@ -193,9 +193,9 @@ def _all_nullable(data_type: Any) -> Any:
 def publish(df: DataFrame, ctx: RunContext, table: str, partition: Mapping[str, str] | None = None) -> str:
     """Replace this run's partition of ``table`` with ``df`` (which carries run_date).
 
-    Same contract as :func:`recsys.delta.publish_partition` (replaceWhere on run_date, the run
-    id in userMetadata), plus the table's :data:`TABLE_LAYOUTS` entry and, for a table
-    partitioned further, the values of the further partition columns this job owns.
+    replaceWhere on run_date (see :mod:`recsys.delta`), the run id in userMetadata, the table's
+    :data:`TABLE_LAYOUTS` entry and, for a table partitioned further, the values of the further
+    partition columns this job owns.
     """
     path = ctx.table(table)
     layout = TABLE_LAYOUTS.get(table, TableLayout())
@@ -216,9 +216,11 @@ def publish_slice(
 ) -> None:
     """Overwrite the rows of ``run_date`` (and of the given further partition values) atomically.
 
-    With no further partition this is :func:`recsys.delta.publish_partition`; with one, two
-    jobs can each own a slice of one run_date (ingest and gate in quarantine).
+    With a further partition, two jobs can each own a slice of one run_date (ingest and gate in
+    quarantine). The frame must carry the run_date column.
     """
+    if RUN_DATE_COL not in df.columns:
+        raise ValueError(f"cannot publish to {path}: the frame has no {RUN_DATE_COL} column")
     predicate = " AND ".join(
         [f"{RUN_DATE_COL} = {run_date_literal(run_date)}"]
         + [f"{column} = '{value}'" for column, value in partition.items()]

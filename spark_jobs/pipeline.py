@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs import ingest, sequences, sessionize, silver, validate
+from spark_jobs import ingest, items, sequences, sessionize, silver, validate
 from spark_jobs.common import (
     RunContext,
     add_input_arguments,
@@ -34,6 +34,7 @@ OUTPUT_TABLES = (
     "ratings_run_stats",
     "sessions",
     "sequences",
+    "items",
 )
 
 
@@ -77,6 +78,7 @@ def run_pipeline(
     finally:
         sessions.unpersist()
     result.sequences_gate = stage("sequences_gate", lambda: validate.run_sequences_gate(spark, ctx))
+    stage("items", lambda: items.run(spark, ctx))
     return result
 
 

@@ -4,8 +4,9 @@
 partial ``.part`` file with an HTTP Range request, shows a progress bar, verifies the MD5
 checksum (pinned here for the frozen releases; read from GroupLens' published ``.md5``
 file for ``ml-latest-small`` and ``ml-32m``), then extracts the ratings file and returns its
-path. An archive already present and verified is not fetched again. Without network the
-error says which URL failed and where to place the archive by hand.
+path (:func:`download_movies` does the same for the release's movie file). An archive already
+present and verified is not fetched again. Without network the error says which URL failed and
+where to place the archive by hand.
 
 CLI: ``python -m recsys.datasets download ml-1m [--raw-dir DIR]``.
 """
@@ -37,6 +38,8 @@ class Release:
     name: str
     ratings_member: str
     ratings_format: str
+    movies_member: str
+    movies_format: str  # a format of recsys.datasets.items
     md5: str | None = None  # None: read GroupLens' sidecar "<archive>.md5"
 
     @property
@@ -47,11 +50,38 @@ class Release:
 RELEASES: dict[str, Release] = {
     release.name: release
     for release in (
-        Release("ml-latest-small", "ml-latest-small/ratings.csv", "ratings.csv"),
-        Release("ml-1m", "ml-1m/ratings.dat", "ratings.dat", "c4d9eecfca2ab87c1945afe126590906"),
-        Release("ml-20m", "ml-20m/ratings.csv", "ratings.csv", "cd245b17a1ae2cc31bb14903e1204af3"),
-        Release("ml-25m", "ml-25m/ratings.csv", "ratings.csv", "6b51fb2759a8657d3bfcbfc42b592ada"),
-        Release("ml-32m", "ml-32m/ratings.csv", "ratings.csv"),
+        Release(
+            "ml-latest-small",
+            "ml-latest-small/ratings.csv",
+            "ratings.csv",
+            "ml-latest-small/movies.csv",
+            "movies.csv",
+        ),
+        Release(
+            "ml-1m",
+            "ml-1m/ratings.dat",
+            "ratings.dat",
+            "ml-1m/movies.dat",
+            "movies.dat",
+            "c4d9eecfca2ab87c1945afe126590906",
+        ),
+        Release(
+            "ml-20m",
+            "ml-20m/ratings.csv",
+            "ratings.csv",
+            "ml-20m/movies.csv",
+            "movies.csv",
+            "cd245b17a1ae2cc31bb14903e1204af3",
+        ),
+        Release(
+            "ml-25m",
+            "ml-25m/ratings.csv",
+            "ratings.csv",
+            "ml-25m/movies.csv",
+            "movies.csv",
+            "6b51fb2759a8657d3bfcbfc42b592ada",
+        ),
+        Release("ml-32m", "ml-32m/ratings.csv", "ratings.csv", "ml-32m/movies.csv", "movies.csv"),
     )
 }
 
@@ -158,9 +188,9 @@ def download_archive(name: str, raw_dir: Path | str, base_url: str = GROUPLENS_B
     return archive
 
 
-def extract_ratings(archive: Path, release: Release, raw_dir: Path) -> Path:
-    """Extract the release's ratings file next to the archive (atomically)."""
-    target = raw_dir / release.ratings_member
+def extract_member(archive: Path, member: str, raw_dir: Path) -> Path:
+    """Extract one member of the archive to ``raw_dir / member`` (atomically; kept if already there)."""
+    target = raw_dir / member
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -168,16 +198,26 @@ def extract_ratings(archive: Path, release: Release, raw_dir: Path) -> Path:
     try:
         with (
             zipfile.ZipFile(archive) as bundle,
-            bundle.open(release.ratings_member) as src,
+            bundle.open(member) as src,
             tmp.open("wb") as dst,
         ):
             shutil.copyfileobj(src, dst, CHUNK_BYTES)
     except KeyError as exc:
-        raise DownloadError(f"{archive}: has no member {release.ratings_member}") from exc
+        raise DownloadError(f"{archive}: has no member {member}") from exc
     except zipfile.BadZipFile as exc:
         raise DownloadError(f"{archive}: not a valid zip archive ({exc})") from exc
     os.replace(tmp, target)
     return target
+
+
+def extract_ratings(archive: Path, release: Release, raw_dir: Path) -> Path:
+    """Extract the release's ratings file next to the archive (atomically)."""
+    return extract_member(archive, release.ratings_member, raw_dir)
+
+
+def extract_movies(archive: Path, release: Release, raw_dir: Path) -> Path:
+    """Extract the release's movie file next to the archive (atomically)."""
+    return extract_member(archive, release.movies_member, raw_dir)
 
 
 def download_dataset(name: str, raw_dir: Path | str, base_url: str = GROUPLENS_BASE_URL) -> Path:
@@ -185,3 +225,10 @@ def download_dataset(name: str, raw_dir: Path | str, base_url: str = GROUPLENS_B
     raw_dir = Path(raw_dir)
     archive = download_archive(name, raw_dir, base_url)
     return extract_ratings(archive, RELEASES[name], raw_dir)
+
+
+def download_movies(name: str, raw_dir: Path | str, base_url: str = GROUPLENS_BASE_URL) -> Path:
+    """Download (or reuse) a release and return the path of its extracted movie file."""
+    raw_dir = Path(raw_dir)
+    archive = download_archive(name, raw_dir, base_url)
+    return extract_movies(archive, RELEASES[name], raw_dir)

@@ -18,6 +18,10 @@
 
 Rows are grouped by user (ids 1..n_users ascending) and time-ordered within a user.
 
+Beside it goes a MovieLens ``movies.csv`` (header ``movieId,title,genres``) with one row per
+item id, titled ``Synthetic item <id> (<year>)``, with a year and 0-3 of ML-25M's genres drawn
+from ``seed`` alone (:func:`write_synthetic_movies`).
+
 The item Gini falls at smaller scales (~0.84 at 0.1, ~0.92 at 0.5): the counts are scaled
 proportionally, so the mean ratings per item stays ~423 while the most any item can get (one
 rating per user) shrinks with the user count, which flattens the head.
@@ -73,6 +77,32 @@ MIN_CATALOGUE_PER_MEAN_HISTORY = 4
 TIMESTAMP_MIN = 789_652_009  # 1995-01-09, ML-25M's first rating
 TIMESTAMP_MAX = 1_574_327_703  # 2019-11-21, ML-25M's last rating
 CSV_HEADER = "userId,movieId,rating,timestamp"
+MOVIES_CSV_HEADER = "movieId,title,genres"
+MOVIES_FILE = "movies.csv"
+# ML-25M's genres (alphabetical, as MovieLens lists them); an item with none gets "(no genres listed)".
+SYNTHETIC_GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+NO_GENRES = "(no genres listed)"
+SYNTHETIC_YEARS = (1902, 2019)
 DEFAULT_SEED = 20250211
 
 # ML-25M's rating distribution for 0.5, 1.0, ..., 5.0 (normalised where used).
@@ -109,6 +139,7 @@ RNG_BLOCK_USERS = 1024
 _STREAM_CATALOGUE = 0
 _STREAM_PLAN = 1
 _STREAM_USERS = 2
+_STREAM_MOVIES = 3
 _OWNER_STRIDE = 1 << 32  # > any time offset, so one running max serves a whole block of users
 _RATING_LABELS = pa.array([f"{0.5 * (code + 1):.1f}" for code in range(10)], pa.string())
 _CSV_SCHEMA = pa.schema(
@@ -358,6 +389,42 @@ def _timestamps(rng: np.random.Generator, owner: np.ndarray, lengths: np.ndarray
     return start[owner] + offsets
 
 
+def write_synthetic_movies(out_path: Path | str, scale: float = 1.0, seed: int = DEFAULT_SEED) -> Path:
+    """Write (atomically) the ``movies.csv`` that :func:`generate_synthetic` writes beside its ratings.
+
+    One row per item id of the ratings of ``scale`` and ``seed`` (the catalogue depends on those
+    alone), without generating the ratings.
+    """
+    _, n_items, _ = target_counts(scale)
+    catalogue = _Catalogue.build(n_items, _generator(seed, _STREAM_CATALOGUE))
+    return _write_movies(Path(out_path), catalogue.item_ids, seed)
+
+
+def _write_movies(out_path: Path, item_ids: np.ndarray, seed: int) -> Path:
+    """``movieId,title,genres`` for ``item_ids``: a year and 0-3 genres per item, from ``seed``."""
+    rng = _generator(seed, _STREAM_MOVIES)
+    n = item_ids.size
+    years = rng.integers(SYNTHETIC_YEARS[0], SYNTHETIC_YEARS[1] + 1, n)
+    n_genres = rng.choice(4, size=n, p=(0.02, 0.40, 0.35, 0.23))
+    # A uniform random subset of n_genres[i] genres: the first ones of a random permutation.
+    order = np.argsort(rng.random((n, len(SYNTHETIC_GENRES))), axis=1)
+    lines = [f"{MOVIES_CSV_HEADER}\n"]
+    for item_id, year, k, ranked in zip(
+        item_ids.tolist(), years.tolist(), n_genres.tolist(), order, strict=True
+    ):
+        genres = "|".join(SYNTHETIC_GENRES[g] for g in sorted(ranked[:k].tolist())) or NO_GENRES
+        lines.append(f"{item_id},Synthetic item {item_id} ({year}),{genres}\n")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out_path.with_name(out_path.name + ".tmp")
+    try:
+        tmp_path.write_text("".join(lines), encoding="utf-8", newline="\n")
+        os.replace(tmp_path, out_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    log.info("synthetic movies written: %d items into %s", n, out_path)
+    return out_path
+
+
 def _rating_thresholds() -> np.ndarray:
     """Cut points on the unit-variance latent rating that reproduce RATING_SHARES."""
     shares = np.asarray(RATING_SHARES) / sum(RATING_SHARES)
@@ -385,6 +452,9 @@ def generate_synthetic(
     out_path: Path | str, scale: float = 1.0, seed: int = DEFAULT_SEED, users_per_batch: int = 4096
 ) -> SyntheticSummary:
     """Write an ML-25M-shaped ``ratings.csv`` to ``out_path`` atomically and summarise it.
+
+    Once the ratings are in place, ``movies.csv`` is written beside them (see
+    :func:`write_synthetic_movies`).
 
     The same ``seed`` and ``scale`` give a byte-identical file whatever ``users_per_batch``,
     which only sets how many users are held and written at a time (rounded up to whole blocks
@@ -445,6 +515,7 @@ def generate_synthetic(
         os.replace(tmp_path, out_path)
     finally:
         tmp_path.unlink(missing_ok=True)
+    _write_movies(out_path.with_name(MOVIES_FILE), catalogue.item_ids, seed)
 
     summary = SyntheticSummary(
         path=out_path,

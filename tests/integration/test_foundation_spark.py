@@ -1,4 +1,4 @@
-"""Spark + Delta foundation: the session factory, per-date publishing, and the make-run stage."""
+"""Spark + Delta foundation: the session factory, per-date publishing, spark-submit."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from recsys.delta import publish_partition, read_partition, with_run_date
+from recsys.delta import read_partition, with_run_date
 from recsys.spark import DELTA_CATALOG, DELTA_EXTENSION, cached_jars
-from tests.conftest import config_with_lake, spark_submit
+from spark_jobs.common import publish_slice
+from tests.conftest import spark_submit
 
 pytestmark = pytest.mark.spark
 
@@ -33,9 +34,9 @@ def test_publish_partition_is_idempotent_and_isolated(spark, tmp_path: Path):
     other = with_run_date(
         spark.createDataFrame([(9, 90)], "user_id long, item_id long"), DAY - dt.timedelta(1)
     )
-    publish_partition(other, path, DAY - dt.timedelta(1), "run-a")
-    publish_partition(first, path, DAY, "run-b")
-    publish_partition(first, path, DAY, "run-c")  # rerun of the same date
+    publish_slice(other, path, DAY - dt.timedelta(1), "run-a", {})
+    publish_slice(first, path, DAY, "run-b", {})
+    publish_slice(first, path, DAY, "run-c", {})  # rerun of the same date
     assert (
         sorted(tuple(r) for r in read_partition(spark, path, DAY).select("user_id", "item_id").collect())
         == rows
@@ -48,23 +49,7 @@ def test_publish_partition_is_idempotent_and_isolated(spark, tmp_path: Path):
 def test_publish_requires_run_date_column(spark, tmp_path: Path):
     frame = spark.createDataFrame([(1,)], "user_id long")
     with pytest.raises(ValueError, match="no run_date column"):
-        publish_partition(frame, str(tmp_path / "t"), DAY, "run")
-
-
-def test_nightly_stage_loads_ml100k_into_delta(spark, tmp_path: Path):
-    from deltalake import DeltaTable
-
-    from recsys.nightly import load_raw_ratings, sample_query
-
-    config = config_with_lake(tmp_path / "lake")
-    path = load_raw_ratings(config, DAY)
-    load_raw_ratings(config, DAY)  # rerun: same content
-    result = sample_query(config, DAY)
-    assert result[["ratings", "users", "items"]].iloc[0].tolist() == [100_000, 943, 1_682]
-    # readable without a JVM (delta-rs), as the GPU tasks will read it
-    table = DeltaTable(path).to_pyarrow_table()
-    assert table.num_rows == 100_000
-    assert table.column_names == ["user_id", "item_id", "rating", "timestamp", "run_date"]
+        publish_slice(frame, str(tmp_path / "t"), DAY, "run", {})
 
 
 def test_job_runs_under_spark_submit_with_its_master(tmp_path: Path):
@@ -77,10 +62,10 @@ def test_job_runs_under_spark_submit_with_its_master(tmp_path: Path):
         f"spark = build_spark(load_config(overrides=['lake.root={lake}']))\n"
         "print('MASTER=' + spark.sparkContext.master)\n"
         "spark.range(3).write.format('delta').save(load_config(overrides=['lake.root="
-        f"{lake}']).table_path('ratings_raw'))\n"
+        f"{lake}']).table_path('items'))\n"
         "spark.stop()\n"
     )
     done = spark_submit(lake, "local[1]", probe)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MASTER=local[1]" in done.stdout
-    assert (lake / "ratings_raw" / "_delta_log").is_dir()
+    assert (lake / "items" / "_delta_log").is_dir()

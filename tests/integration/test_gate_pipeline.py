@@ -163,14 +163,15 @@ def test_schema_drift_in_the_header_stops_the_run(spark, tmp_path):
 
 
 def test_row_count_collapse_versus_the_previous_run_stops_the_run(spark, tmp_path):
-    from recsys.delta import publish_partition, with_run_date
+    from recsys.delta import with_run_date
+    from spark_jobs.common import publish_slice
 
     config = _config(tmp_path, "pipeline.quarantine_max_ratio=0.5")
     earlier, later = DAY - dt.timedelta(days=3), RunContext.for_date(config, DAY)
     # The accounting rows of two earlier completed runs; the latest one before DAY counts.
     for day, rows in ((earlier - dt.timedelta(days=1), 3), (earlier, 26)):
         stats = spark.createDataFrame([(rows,)], "rows_read long")
-        publish_partition(with_run_date(stats, day), later.table("ratings_run_stats"), day, "seed")
+        publish_slice(with_run_date(stats, day), later.table("ratings_run_stats"), day, "seed", {})
     ingest.run(spark, later, [str(FIXTURES / "ratings.inter")], "recbole-inter")
     with pytest.raises(GateError) as failure:
         run_ratings_gate(spark, later)

@@ -7,8 +7,15 @@ import math
 
 import pytest
 
-from model import experiments
-from model.experiments import RUN_DATE, Settings, experiment_config, results_table, run_one, run_trained
+from orchestration import experiments
+from orchestration.experiments import (
+    RUN_DATE,
+    Settings,
+    experiment_config,
+    results_table,
+    run_one,
+    run_trained,
+)
 from tests.sequence_fixtures import build_sequences_table, cycle_ratings, write_sequences_delta
 
 
@@ -93,7 +100,7 @@ def test_write_report_writes_table_runs_and_chart(tmp_path):
     out = tmp_path / "docs" / "results.md"
     experiments.write_report(out, records, Settings(), ["--seeds", "1", "2"])
     text = out.read_text()
-    assert "`python -m model.experiments --seeds 1 2`" in text
+    assert "`python -m orchestration.experiments --seeds 1 2`" in text
     assert results_table(records) in text and "![NDCG@10 per model](results.svg)" in text
     assert json.loads(out.with_suffix(".json").read_text()) == records
     chart = out.with_suffix(".svg").read_text()

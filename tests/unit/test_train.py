@@ -33,6 +33,7 @@ def train_config(**overrides: object) -> TrainConfig:
         "seed": 11,
         "amp": False,
         "compile": False,
+        "models_dir": "artifacts/models",
     }
     return TrainConfig(**{**values, **overrides})
 
