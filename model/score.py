@@ -56,7 +56,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.checkpoint import save_json
-from model.data import IdVocab, SequenceData, model_arguments
+from model.data import IdVocab, SequenceBatch, SequenceData, SplitView, model_arguments
 from model.evaluate import run_timestamp
 from model.registry import ModelRegistry, training_hash
 from recsys.cli import add_run_date_argument, configure_logging
@@ -202,11 +202,17 @@ def score_model_users(
     query_time: int,
     top_k: int,
     batch_size: int,
+    encode_batch_size: int,
     max_len: int,
     device: torch.device,
     seconds: PhaseSeconds,
 ) -> Iterator[ScoredBatch]:
-    """Top-K of the model's scores for ``users`` (indices with >= 1 usable event), batch by batch."""
+    """Top-K of the model's scores for ``users`` (indices with >= 1 usable event), batch by batch.
+
+    Users are taken in order of history length; a batch of ``batch_size`` is encoded in
+    sub-batches of ``encode_batch_size`` (each padded to its own longest history: on a CPU a
+    small batch keeps the scans' per-step state in cache) and scored at once.
+    """
     model = model.to(device).eval()
     view = data.view("full", max_len=max_len)
     order = users[np.argsort(view.lengths[users], kind="stable")]
@@ -216,17 +222,22 @@ def score_model_users(
         rows = order[start : start + batch_size]
         began = time.perf_counter()
         with torch.inference_mode():
-            batch = view.collate(rows).to(device)
-            last_input = batch.timestamps.gather(1, (batch.lengths - 1)[:, None]).squeeze(1)
-            query = torch.clamp(last_input, min=query_time)
             if weights is not None:
-                vectors = model.last_hidden(**model_arguments(model.last_hidden, batch, query)).float()
+                vectors = torch.cat(
+                    [
+                        _encode(model, view, rows[at : at + encode_batch_size], query_time, device)
+                        for at in range(0, rows.size, encode_batch_size)
+                    ]
+                )
                 _sync(device)
                 encoded = time.perf_counter()
                 scores = vectors @ weights.float().T
             else:
                 encoded = began
-                scores = model.full_sort_predict(**model_arguments(model.full_sort_predict, batch, query))
+                batch = view.collate(rows).to(device)
+                scores = model.full_sort_predict(
+                    **model_arguments(model.full_sort_predict, batch, _query(batch, query_time))
+                )
                 scores = scores.float()[:, 1:].contiguous()
             values, items = mask_and_top_k(scores, seen[rows], top_k)
             values, items = values.cpu().numpy(), items.cpu().numpy()
@@ -234,6 +245,20 @@ def score_model_users(
         seconds.encode += encoded - began
         seconds.score += done - encoded
         yield ScoredBatch(rows, items, values, np.minimum(candidates[rows], items.shape[1]), fallback=False)
+
+
+def _query(batch: SequenceBatch, query_time: int) -> torch.Tensor:
+    """[B] the run's cut-off, never earlier than the user's last event."""
+    last_input = batch.timestamps.gather(1, (batch.lengths - 1)[:, None]).squeeze(1)
+    return torch.clamp(last_input, min=query_time)
+
+
+def _encode(
+    model: nn.Module, view: SplitView, rows: np.ndarray, query_time: int, device: torch.device
+) -> torch.Tensor:
+    """[len(rows), H] last hidden states of the view's ``rows``."""
+    batch = view.collate(rows).to(device)
+    return model.last_hidden(**model_arguments(model.last_hidden, batch, _query(batch, query_time))).float()
 
 
 def fallback_users(history: History, users: np.ndarray, top_k: int) -> ScoredBatch:
@@ -376,6 +401,7 @@ def score_run(
             cutoff,
             config.scoring.top_k,
             config.scoring.batch_size,
+            config.scoring.encode_batch_size,
             config.pipeline.max_seq_len,
             device,
             seconds,

@@ -116,6 +116,7 @@ class ScoringConfig(_Section):
     top_k: int = Field(gt=0)
     eval_ks: list[int]
     batch_size: int = Field(gt=0)
+    encode_batch_size: int = Field(gt=0)
     fallback_window_days: int = Field(gt=0)
     staging_dir: str
 
