@@ -1,6 +1,6 @@
-"""The whole ratings pipeline for one run date: ingest -> gate -> silver -> sessions -> sequences -> gate.
+"""The ratings pipeline for one run date: ingest -> gate -> silver -> sessions -> sequences -> gate -> items.
 
-Used by ``make run`` (:mod:`recsys.nightly`), the benchmark, and later by Airflow tasks (which
+Used by ``make run`` (:mod:`orchestration.nightly`), the benchmark, and later by Airflow tasks (which
 call the same job ``run`` functions one task each). A failing gate raises
 :class:`expectations.gate.GateError` and nothing after it runs.
 """
