@@ -57,6 +57,8 @@ SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST = 0, 1, 2
 SEQUENCE_COLUMNS = ("user_id", "item_ids", "timestamps", "split")
 
 ViewName = Literal["train", "valid", "test", "full"]
+# Vocabularies whose raw ids are all in [0, this) look ids up in a dense table (8 bytes an id).
+DENSE_LOOKUP_MAX_ID = 1 << 24
 
 
 class SequenceDataError(ValueError):
@@ -89,22 +91,42 @@ class IdVocab:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def contains(self, raw: np.ndarray | Sequence[int]) -> np.ndarray:
-        """Boolean mask: which of ``raw`` are in the vocabulary."""
+    def positions(self, raw: np.ndarray | Sequence[int]) -> np.ndarray:
+        """0-based position of each of ``raw`` in the vocabulary, -1 for an id outside it.
+
+        Ids that are small non-negative integers (every MovieLens release) go through a dense
+        lookup table, one gather per id; others through a binary search.
+        """
         raw = np.asarray(raw, dtype=np.int64)
+        table = self._dense_table
+        if table is not None:
+            inside = (raw >= 0) & (raw < table.size)
+            return np.where(inside, table[np.where(inside, raw, 0)], -1)
         position = np.searchsorted(self.raw_ids, raw)
         known = position < len(self)
         known[known] = self.raw_ids[position[known]] == raw[known]
-        return known
+        return np.where(known, position, -1)
+
+    @functools.cached_property
+    def _dense_table(self) -> np.ndarray | None:
+        if not self.raw_ids.size or self.raw_ids[0] < 0 or self.raw_ids[-1] >= DENSE_LOOKUP_MAX_ID:
+            return None
+        table = np.full(int(self.raw_ids[-1]) + 1, -1, dtype=np.int64)
+        table[self.raw_ids] = np.arange(self.raw_ids.size)
+        return table
+
+    def contains(self, raw: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Boolean mask: which of ``raw`` are in the vocabulary."""
+        return self.positions(raw) >= 0
 
     def encode(self, raw: np.ndarray | Sequence[int]) -> np.ndarray:
         """Indices of ``raw`` ids; an id outside the vocabulary raises :class:`KeyError`."""
         raw = np.asarray(raw, dtype=np.int64)
-        known = self.contains(raw)
-        if not np.all(known):
-            unknown = np.unique(raw[~known])
+        position = self.positions(raw)
+        if np.any(position < 0):
+            unknown = np.unique(raw[position < 0])
             raise KeyError(f"{unknown.size} id(s) not in the vocabulary, e.g. {unknown[:5].tolist()}")
-        return np.searchsorted(self.raw_ids, raw) + self.first_index
+        return position + self.first_index
 
     def decode(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
         """Raw ids of ``index``; padding or an index out of range raises :class:`IndexError`."""

@@ -123,14 +123,14 @@ def history_from_silver(
     user_ids = silver.column("user_id").to_numpy().astype(np.int64)
     item_ids = silver.column("item_id").to_numpy().astype(np.int64)
     timestamps = silver.column("timestamp").to_numpy().astype(np.int64)
-    in_catalogue = items.contains(item_ids)
-    item_index = np.zeros(item_ids.size, dtype=np.int64)
-    item_index[in_catalogue] = items.encode(item_ids[in_catalogue])
+    item_index = items.positions(item_ids) + items.first_index  # first_index - 1 = not in the catalogue
+    in_catalogue = item_index >= items.first_index
+    user_index = users.positions(user_ids)
     width = len(items) + items.first_index
     recent = in_catalogue & (timestamps > cutoff - window_days * SECONDS_PER_DAY) & (timestamps <= cutoff)
-    keep = in_catalogue & users.contains(user_ids)
+    keep = in_catalogue & (user_index >= 0)
     seen = sp.csr_matrix(
-        (np.ones(int(keep.sum()), dtype=bool), (users.encode(user_ids[keep]), item_index[keep])),
+        (np.ones(int(keep.sum()), dtype=bool), (user_index[keep], item_index[keep])),
         shape=(len(users), width),
     )
     seen.sum_duplicates()

@@ -253,3 +253,14 @@ def test_model_arguments_pass_users_only_where_accepted(data: SequenceData) -> N
     }
     assert "users" in model_arguments(with_users, batch, batch.target_time)
     assert "query_time" not in model_arguments(sequential, batch)
+
+
+@pytest.mark.parametrize("offset", [0, 1 << 40])  # dense lookup table, and binary search past its range
+def test_vocab_positions_agree_on_both_lookup_paths(offset: int):
+    vocab = IdVocab(np.array([3, 7, 8, 20]) + offset, first_index=1)
+    raw = np.array([7, 3, 4, 20, 21, -1, 8]) + offset
+    assert vocab.positions(raw).tolist() == [1, 0, -1, 3, -1, -1, 2]
+    assert vocab.contains(raw).tolist() == [True, True, False, True, False, False, True]
+    assert vocab.encode(raw[[0, 1, 3]]).tolist() == [2, 1, 4]
+    with pytest.raises(KeyError, match="2 id"):
+        vocab.encode(raw[:3].tolist() + [int(raw[4])])
