@@ -263,4 +263,4 @@ def test_vocab_positions_agree_on_both_lookup_paths(offset: int):
     assert vocab.contains(raw).tolist() == [True, True, False, True, False, False, True]
     assert vocab.encode(raw[[0, 1, 3]]).tolist() == [2, 1, 4]
     with pytest.raises(KeyError, match="2 id"):
-        vocab.encode(raw[:3].tolist() + [int(raw[4])])
+        vocab.encode([*raw[:3].tolist(), int(raw[4])])
