@@ -44,7 +44,14 @@ from model.checkpoint import save_artifacts
 from model.data import SequenceData, model_arguments
 from model.evaluate import run_timestamp
 from model.registry import ModelRegistry
-from model.score import PhaseSeconds, history_from_silver, load_model, mask_and_top_k, score_run
+from model.score import (
+    PhaseSeconds,
+    history_from_silver,
+    load_model,
+    mask_and_top_k,
+    score_run,
+    synchronize,
+)
 from model.train import build_model, resolve_device
 from recsys.config import load_config
 from recsys.datasets.formats import read_ratings
@@ -113,11 +120,11 @@ def save_untrained(config: Any, lake: Path) -> SequenceData:
 def matmul_flops_per_s(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
-    _sync(device)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
@@ -139,13 +146,13 @@ def score_floor(data: SequenceData, seen: Any, k: int, batch_size: int, device: 
     generator = torch.Generator().manual_seed(0)
     vectors = torch.randn(data.n_users, 64, generator=generator).to(device)
     weights = torch.randn(data.n_items, 64, generator=generator).to(device)
-    _sync(device)
+    synchronize(device)
     started = time.perf_counter()
     for start in range(0, data.n_users, batch_size):
         scores = vectors[start : start + batch_size] @ weights.T
         values, items = mask_and_top_k(scores, seen[start : start + batch_size], k)
         values.cpu(), items.cpu()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - started
 
 
@@ -172,11 +179,6 @@ def als_peer(ratings_csv: Path, config: Any, max_iter: int) -> dict[str, float]:
     recommend_s = time.perf_counter() - started
     spark.stop()
     return {"als_fit_s": fit_s, "als_max_iter": max_iter, "als_recommend_for_all_users_s": recommend_s}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ import torch
 from common import RESULTS_DIR, write_result
 
 from model.data import IdVocab, SequenceData, model_arguments, read_sequences
+from model.score import synchronize
 from model.train import Trainer, build_model, seed_everything
 from orchestration.experiments import RUN_DATE, Settings, ensure_sequences, experiment_config
 from recsys.config import PROJECT_ROOT
@@ -71,13 +72,13 @@ def ours_throughput(
         return len(batch), int((batch.lengths - 1).sum())
 
     step()  # warm-up
-    _sync(device)
+    synchronize(device)
     started = time.perf_counter()
     sequences = targets = 0
     for _ in range(batches):
         n, t = step()
         sequences, targets = sequences + n, targets + t
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     return {"sequences_per_s": sequences / seconds, "targets_per_s": targets / seconds, "seconds": seconds}
 
@@ -131,18 +132,13 @@ def ml25m_epoch(args: argparse.Namespace, config: Any, device: torch.device) -> 
         work = args.work_dir / "bench-ml25m" / name
         trainer = Trainer(model, data, train, [10], work, device, args.max_len)
         trainer._train_epoch(0)  # warm-up epoch: kernels, allocator, autotuning
-        _sync(device)
+        synchronize(device)
         seconds = [trainer._train_epoch(epoch + 1)[1] for epoch in range(args.repeats)]
         figures[f"{name}_epoch_s_median"] = statistics.median(seconds)
         figures[f"{name}_epoch_s_samples"] = [round(x, 2) for x in seconds]
         figures[f"{name}_targets_per_s"] = figures["train_targets"] / statistics.median(seconds)
         log.info("%s: epoch %s s", name, seconds)
     return figures
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:

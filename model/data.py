@@ -499,11 +499,22 @@ def _check_positions(
             raise SequenceDataError(f"user_id {owner[hits[0]]}: {problem}")
 
 
-def read_sequences(path: str, run_date: dt.date) -> pa.Table:
-    """The ``run_date`` partition of the sequences Delta table at ``path`` (delta-rs, no JVM)."""
+def read_partition_arrow(
+    path: str, run_date: dt.date, columns: list[str] | None = None, what: str = "rows"
+) -> tuple[pa.Table, int]:
+    """(the ``run_date`` partition of the Delta table at ``path``, the table version read), via delta-rs.
+
+    An empty partition raises :class:`SequenceDataError` naming the table and the date.
+    """
     from deltalake import DeltaTable
 
-    table = DeltaTable(path).to_pyarrow_table(filters=[("run_date", "=", run_date)])
-    if table.num_rows == 0:
-        raise SequenceDataError(f"{path}: no sequences for run_date {run_date.isoformat()}")
-    return table
+    table = DeltaTable(path)
+    data = table.to_pyarrow_table(filters=[("run_date", "=", run_date)], columns=columns)
+    if data.num_rows == 0:
+        raise SequenceDataError(f"{path}: no {what} for run_date {run_date.isoformat()}; run its job first")
+    return data, int(table.version())
+
+
+def read_sequences(path: str, run_date: dt.date) -> pa.Table:
+    """The ``run_date`` partition of the sequences Delta table at ``path`` (delta-rs, no JVM)."""
+    return read_partition_arrow(path, run_date, what="sequences")[0]

@@ -56,7 +56,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.checkpoint import save_json
-from model.data import IdVocab, SequenceBatch, SequenceData, SplitView, model_arguments
+from model.data import IdVocab, SequenceBatch, SequenceData, SplitView, model_arguments, read_partition_arrow
 from model.evaluate import run_timestamp
 from model.registry import ModelRegistry, training_hash
 from recsys.cli import add_run_date_argument, configure_logging
@@ -79,19 +79,6 @@ RECOMMENDATIONS_SCHEMA = pa.schema(
         ("generated_at", pa.timestamp("us", tz="UTC")),
     ]
 )
-
-
-def read_partition_arrow(
-    path: str, run_date: dt.date, columns: list[str] | None = None
-) -> tuple[pa.Table, int]:
-    """(the ``run_date`` partition of the Delta table at ``path``, the table version read)."""
-    from deltalake import DeltaTable
-
-    table = DeltaTable(path)
-    data = table.to_pyarrow_table(filters=[("run_date", "=", run_date)], columns=columns)
-    if data.num_rows == 0:
-        raise FileNotFoundError(f"{path}: no rows for run_date {run_date.isoformat()}; run its job first")
-    return data, int(table.version())
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -166,7 +153,8 @@ class PhaseSeconds:
         return {name: round(value, 3) for name, value in self.__dict__.items()}
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so a timer reads the work's end (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -229,7 +217,7 @@ def score_model_users(
                         for at in range(0, rows.size, encode_batch_size)
                     ]
                 )
-                _sync(device)
+                synchronize(device)
                 encoded = time.perf_counter()
                 scores = vectors @ weights.float().T
             else:
