@@ -11,10 +11,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 DELTA_JAR := .cache/ivy/jars/io.delta_delta-spark_4.2_2.13-4.4.0.jar
-RUN_DATE ?= $(shell date -u +%F)
+# make run: the night of RUN_DATE on the embedded ML-100K, replayed into the landing zone as daily
+# drops (everything before REPLAY_START is one history drop). ML-100K's last ratings are 1998-04-22.
+RUN_DATE ?= 1998-04-22
+REPLAY_START ?= 1998-04-16
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint venv jars lock clean
+.PHONY: run test bench lint venv jars lock clean maintain
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
@@ -31,7 +34,12 @@ $(DELTA_JAR): | $(STAMP)
 	$(PY) -m recsys.spark --resolve-jars
 
 run: venv jars
+	$(PY) -m recsys.datasets replay ml-100k --start $(REPLAY_START) --until $(RUN_DATE)
 	$(PY) -m orchestration.nightly --run-date $(RUN_DATE)
+
+# Maintenance of the lake for RUN_DATE: retention of derived tables, OPTIMIZE and VACUUM.
+maintain: venv jars
+	$(PY) -m spark_jobs.maintenance --run-date $(RUN_DATE)
 
 test: venv jars
 	$(PY) -m pytest $(PYTEST_ARGS)

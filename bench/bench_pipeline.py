@@ -52,6 +52,22 @@ COPIED_TABLES = ("ratings_bronze", "ratings_silver", "sessions", "sequences")
 DEFAULT_INPUT = PROJECT_ROOT / "data" / "raw" / "synthetic" / "ratings.csv"
 
 
+def bench_spark(config: Config, app_name: str, driver_memory: str, shuffle_partitions: int) -> SparkSession:
+    """The benchmark's SparkSession (driver memory and shuffle partitions as given), warmed up."""
+    from recsys.spark import build_spark
+
+    spark = build_spark(
+        config,
+        app_name=app_name,
+        extra_conf={
+            "spark.driver.memory": driver_memory,
+            "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        },
+    )
+    spark.range(1000).selectExpr("sum(id)").collect()
+    return spark
+
+
 def warm_page_cache(path: Path) -> None:
     with path.open("rb") as handle:
         while handle.read(1 << 24):
@@ -93,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     source = ensure_input(args.input)
 
-    from recsys.spark import build_spark
     from spark_jobs.common import RunContext
     from spark_jobs.pipeline import run_pipeline
 
@@ -114,15 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         config = config_for(work / "lake")
-        spark = build_spark(
-            config,
-            app_name="bench-pipeline",
-            extra_conf={
-                "spark.driver.memory": args.driver_memory,
-                "spark.sql.shuffle.partitions": str(args.shuffle_partitions),
-            },
-        )
-        spark.range(1000).selectExpr("sum(id)").collect()
+        spark = bench_spark(config, "bench-pipeline", args.driver_memory, args.shuffle_partitions)
         warm_page_cache(source)
         for repeat in range(args.repeats):
             floor_path = work / "floor.parquet"

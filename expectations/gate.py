@@ -61,7 +61,10 @@ class Expectation:
 
     @property
     def name(self) -> str:
-        """``type(column)``: the quarantine reason of a row expectation, and how errors name it."""
+        """``type(column)``, or ``meta.reason`` when set: the quarantine reason of a row expectation,
+        and how errors name it."""
+        if self.meta.get("reason"):
+            return str(self.meta["reason"])
         columns = self.kwargs.get("column") or ",".join(self.kwargs.get("column_list", ()))
         return f"{self.type}({columns})" if columns else self.type
 
@@ -223,6 +226,10 @@ def validate(
             meta=dict(suite.config.get("meta", {})),
         )
     )
+    if len(gx_suite.expectations) != len(suite.config["expectations"]):
+        known = {e.expectation_type for e in gx_suite.expectations}
+        dropped = sorted({e["type"] for e in suite.config["expectations"]} - known)
+        raise ValueError(f"suite {suite.name}: GE rejected expectation(s) {dropped or '(see log)'}")
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=label, data=batch_definition, suite=gx_suite)
     )

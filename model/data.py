@@ -499,22 +499,22 @@ def _check_positions(
             raise SequenceDataError(f"user_id {owner[hits[0]]}: {problem}")
 
 
-def read_partition_arrow(
-    path: str, run_date: dt.date, columns: list[str] | None = None, what: str = "rows"
+def read_as_of(
+    path: str, table: str, run_date: dt.date, columns: list[str] | None = None, version: int | None = None
 ) -> tuple[pa.Table, int]:
-    """(the ``run_date`` partition of the Delta table at ``path``, the table version read), via delta-rs.
+    """(the versioned Delta table ``table`` at ``path`` as of ``run_date``, the table version read).
 
-    An empty partition raises :class:`SequenceDataError` naming the table and the date.
+    delta-rs, no JVM (:func:`recsys.asof.as_of_arrow`). An empty state raises
+    :class:`SequenceDataError` naming the table and the date.
     """
-    from deltalake import DeltaTable
+    from recsys.asof import AS_OF_KEYS, as_of_arrow
 
-    table = DeltaTable(path)
-    data = table.to_pyarrow_table(filters=[("run_date", "=", run_date)], columns=columns)
+    data, read_version = as_of_arrow(path, run_date, AS_OF_KEYS[table], columns, version)
     if data.num_rows == 0:
-        raise SequenceDataError(f"{path}: no {what} for run_date {run_date.isoformat()}; run its job first")
-    return data, int(table.version())
+        raise SequenceDataError(f"{path}: no {table} as of {run_date.isoformat()}; run that night first")
+    return data, read_version
 
 
 def read_sequences(path: str, run_date: dt.date) -> pa.Table:
-    """The ``run_date`` partition of the sequences Delta table at ``path`` (delta-rs, no JVM)."""
-    return read_partition_arrow(path, run_date, what="sequences")[0]
+    """The sequences as of ``run_date`` (every user's latest version), from the Delta table at ``path``."""
+    return read_as_of(path, "sequences", run_date)[0]

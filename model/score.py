@@ -56,7 +56,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.checkpoint import save_json
-from model.data import IdVocab, SequenceBatch, SequenceData, SplitView, model_arguments, read_partition_arrow
+from model.data import IdVocab, SequenceBatch, SequenceData, SplitView, model_arguments, read_as_of
 from model.evaluate import run_timestamp
 from model.registry import ModelRegistry, training_hash
 from recsys.cli import add_run_date_argument, configure_logging
@@ -351,8 +351,10 @@ def score_run(
     began = time.perf_counter()
     model, item_vocab, metrics = load_model(config, model_version, device)
     sequences_path, silver_path = config.table_path("sequences"), config.table_path("ratings_silver")
-    sequences, sequences_version = read_partition_arrow(sequences_path, run_date)
-    silver, silver_version = read_partition_arrow(silver_path, run_date, ["user_id", "item_id", "timestamp"])
+    sequences, sequences_version = read_as_of(sequences_path, "sequences", run_date)
+    silver, silver_version = read_as_of(
+        silver_path, "ratings_silver", run_date, ["user_id", "item_id", "timestamp"]
+    )
     data = SequenceData.from_arrow(sequences, item_vocab=item_vocab, unknown_items="skip")
     # The fingerprint is of the snapshot as read: recomputed only when unknown items were dropped.
     fingerprint = (SequenceData.from_arrow(sequences) if data.skipped.positions else data).fingerprint()

@@ -317,12 +317,17 @@ def load_trained_model(
 
 
 def read_ratings(path: str, run_date: dt.date) -> pd.DataFrame:
+    """Ratings as of ``run_date``: from the versioned silver table, or all rows of a plain ratings table."""
     from deltalake import DeltaTable
 
+    from model.data import read_as_of
+    from recsys.asof import VALID_FROM_COL
+
+    columns = ["user_id", "item_id", "rating", "timestamp"]
     table = DeltaTable(path)
-    columns = [f.name for f in table.schema().fields]
-    filters = [("run_date", "=", run_date)] if "run_date" in columns else None
-    return table.to_pandas(filters=filters, columns=["user_id", "item_id", "rating", "timestamp"])
+    if VALID_FROM_COL in [f.name for f in table.schema().fields]:
+        return read_as_of(path, "ratings_silver", run_date, columns)[0].select(columns).to_pandas()
+    return table.to_pandas(columns=columns)
 
 
 def format_metrics(results: dict[str, dict[str, float]], ks: list[int]) -> str:

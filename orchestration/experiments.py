@@ -116,7 +116,8 @@ def experiment_config(work_dir: Path, settings: Settings, *overrides: str) -> Co
 
 
 def ensure_sequences(config: Config) -> None:
-    """Run the Spark pipeline on ML-100K for :data:`RUN_DATE` unless its sequences exist."""
+    """Run the Spark pipeline on ML-100K (the whole file as the drop of :data:`RUN_DATE`) unless its
+    sequences exist."""
     from deltalake import DeltaTable
 
     path = config.table_path("sequences")
@@ -127,9 +128,11 @@ def ensure_sequences(config: Config) -> None:
     if rows:
         return
     from orchestration.nightly import run_pipeline_stages
+    from recsys.datasets import raw_source
 
     log.info("building ML-100K sequences under %s", config.lake.root)
-    run_pipeline_stages(config, RUN_DATE)
+    source = raw_source(config)
+    run_pipeline_stages(config, RUN_DATE, ([str(source.path)], source.format_name))
 
 
 def _metrics(test: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

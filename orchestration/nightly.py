@@ -2,9 +2,9 @@
 
 For one run date, in order:
 
-1. the Spark ratings pipeline (:mod:`spark_jobs.pipeline`) on the configured raw ratings (the
-   embedded ML-100K by default): ingest -> ratings gate -> silver -> sessions -> sequences ->
-   sequences gate -> items;
+1. the Spark ratings pipeline (:mod:`spark_jobs.pipeline`) on the landing zone's drops up to the
+   run date (``make run`` first replays the embedded ML-100K there, ``python -m recsys.datasets
+   replay``): ingest -> ratings gate -> silver -> sessions -> sequences -> sequences gate -> items;
 2. the model: the version for tonight's sequences snapshot and training settings
    (:func:`model.registry.model_version`) is reused when it exists, i.e. when the snapshot did
    not change, and trained otherwise (:func:`model.train.train_and_evaluate`);
@@ -39,19 +39,19 @@ class NightResult:
     trained: bool
     scoring: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    pipeline_stats: Any = None
 
 
-def run_pipeline_stages(config: Config, run_date: dt.date):
-    """The Spark ratings pipeline for ``run_date`` on the configured raw file."""
-    from recsys.datasets import raw_source
+def run_pipeline_stages(config: Config, run_date: dt.date, inputs: tuple[list[str], str] | None = None):
+    """The Spark ratings pipeline for ``run_date`` on the landing zone's drops up to that date.
+
+    ``inputs`` (paths, format name) are landed as the run date's drop first.
+    """
     from recsys.spark import build_spark
     from spark_jobs.common import RunContext
     from spark_jobs.pipeline import run_pipeline
 
-    source = raw_source(config)
-    log.info("pipeline on %s (%s)", source.path, source.format_name)
-    spark = build_spark(config)
-    return run_pipeline(spark, RunContext.for_date(config, run_date), [str(source.path)], source.format_name)
+    return run_pipeline(build_spark(config), RunContext.for_date(config, run_date), *(inputs or (None, None)))
 
 
 def train_or_reuse(config: Config, run_date: dt.date, device: Any) -> tuple[str, bool]:
@@ -109,7 +109,9 @@ def run_night(config: Config, run_date: dt.date) -> NightResult:
         **pipeline.tables,
         **{name: config.table_path(name) for name in ("recommendations", "model_runs")},
     }
-    return NightResult(tables, version, trained, scoring.manifest, {**pipeline.seconds, **seconds})
+    return NightResult(
+        tables, version, trained, scoring.manifest, {**pipeline.seconds, **seconds}, pipeline.stats
+    )
 
 
 def sample(config: Config, run_date: dt.date) -> tuple[int, Any, Any]:
@@ -146,6 +148,16 @@ def main(argv: list[str] | None = None) -> None:
     validation = f"{root.rstrip('/')}/{config.pipeline.validation_dir}/{args.run_date.isoformat()}"
     print(f"  {'validation results':<20} {validation}/*.json, *.html")
     print(f"\nStage seconds: {night.seconds}")
+    stats = night.pipeline_stats
+    if stats is not None:
+        drops = f"{stats.drops[0]}..{stats.drops[-1]} ({len(stats.drops)})" if stats.drops else "none"
+        print(
+            f"\nTonight's drops {drops}: {stats.rows_read:,} rows read, "
+            f"{stats.rows_quarantined:,} quarantined, "
+            f"{stats.duplicates_removed:,} duplicates, {stats.late:,} late, "
+            f"{stats.users_with_new_events:,} users with new events; as of {args.run_date}: "
+            f"{stats.total_rows_silver:,} ratings"
+        )
     action = "trained tonight" if night.trained else "reused (sequences unchanged)"
     manifest = night.scoring
     print(

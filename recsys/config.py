@@ -60,6 +60,8 @@ class TablesConfig(_Section):
     model_runs: str
     items: str
     ratings_run_stats: str
+    ratings_drop_stats: str
+    ingest_ledger: str
 
 
 class SparkConfig(_Section):
@@ -81,7 +83,14 @@ class PipelineConfig(_Section):
     max_seq_len: int = Field(gt=1)
     kcore: int = Field(ge=0)
     quarantine_max_ratio: float = Field(ge=0, le=1)
-    min_row_ratio_vs_previous: float = Field(ge=0, le=1)
+    landing_dir: str
+    clock_skew_seconds: int = Field(ge=0)
+    volume_trailing_drops: int = Field(gt=0)
+    volume_min_trailing_drops: int = Field(gt=0)
+    volume_min_ratio: float = Field(ge=0)
+    volume_max_ratio: float = Field(gt=0)
+    retention_days: int = Field(gt=0)
+    vacuum_retention_hours: int = Field(ge=0)
     rating_scales: dict[str, tuple[float, float]]
     min_timestamp: int
     validation_dir: str

@@ -24,10 +24,11 @@ def run_id_for(run_date: dt.date) -> str:
     return os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or f"manual__{run_date.isoformat()}"
 
 
-def with_run_date(df: DataFrame, run_date: dt.date) -> DataFrame:
+def with_run_date(df: DataFrame, run_date: dt.date, column: str = RUN_DATE_COL) -> DataFrame:
+    """``df`` with a date column (``run_date``, or e.g. ``valid_from``) set to ``run_date``."""
     from pyspark.sql import functions as F
 
-    return df.withColumn(RUN_DATE_COL, F.lit(run_date).cast("date"))
+    return df.withColumn(column, F.lit(run_date).cast("date"))
 
 
 def read_partition(spark: SparkSession, path: str, run_date: dt.date) -> DataFrame:

@@ -1,9 +1,11 @@
 """Column names of the pipeline tables, beyond the ratings schema of :mod:`recsys.schema`."""
 
+from recsys.asof import VALID_FROM_COL
 from recsys.delta import RUN_DATE_COL
 from recsys.schema import ITEM_COL, RATING_COL, RATINGS_COLUMNS, TIMESTAMP_COL, USER_COL
 
 __all__ = [
+    "DROP_DATE_COL",
     "EVENT_ORDER",
     "GAP_COL",
     "ITEMS_COL",
@@ -29,7 +31,11 @@ __all__ = [
     "TIMESTAMP_COL",
     "TIME_GAPS_COL",
     "USER_COL",
+    "VALID_FROM_COL",
 ]
+
+# ratings_bronze, ratings_quarantine, the ingest ledger: the date of the drop a line arrived in
+DROP_DATE_COL = "drop_date"
 
 # ratings_bronze: where a line came from, what it said, and why it could not be parsed
 SOURCE_FILE_COL = "source_file"

@@ -61,27 +61,27 @@ def context_from_args(args: argparse.Namespace) -> RunContext:
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--input FILE...`` and ``--format``: the raw files a job reads (default: data.dataset's)."""
+    """``--input FILE...`` and ``--format``: files to land as the drop of the run date."""
     from recsys.datasets.formats import FORMATS
 
     parser.add_argument(
-        "--input", nargs="+", default=None, help="raw files (default: the configured data.dataset's file)"
+        "--input",
+        nargs="+",
+        default=None,
+        help="land these ratings files as the drop of the run date (default: the landing zone as it is)",
     )
     parser.add_argument("--format", choices=sorted(FORMATS), default=None, help="format of --input")
 
 
 def inputs_from_args(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, ctx: RunContext
-) -> tuple[list[str], str]:
-    """The raw file paths and their format name: ``--input``/``--format``, else data.dataset's file."""
-    from recsys.datasets import raw_source
-
-    if args.input:
-        if args.format is None:
-            parser.error("--format is required with --input")
-        return list(args.input), args.format
-    source = raw_source(ctx.config)
-    return [str(source.path)], source.format_name
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[str], str] | None:
+    """``--input``/``--format`` as (paths, format name), or None when the night reads the landing zone."""
+    if not args.input:
+        return None
+    if args.format is None:
+        parser.error("--format is required with --input")
+    return list(args.input), args.format
 
 
 def run_date_literal(run_date: dt.date) -> str:
@@ -190,81 +190,127 @@ def _all_nullable(data_type: Any) -> Any:
     return data_type
 
 
-def publish(df: DataFrame, ctx: RunContext, table: str, partition: Mapping[str, str] | None = None) -> str:
-    """Replace this run's partition of ``table`` with ``df`` (which carries run_date).
+def publish(df: DataFrame, ctx: RunContext, table: str, where: Mapping[str, Any] | None = None) -> str:
+    """Replace a slice of ``table`` with ``df``: by default this run's ``run_date`` partition.
 
-    replaceWhere on run_date (see :mod:`recsys.delta`), the run id in userMetadata, the table's
-    :data:`TABLE_LAYOUTS` entry and, for a table partitioned further, the values of the further
-    partition columns this job owns.
+    ``where`` maps partition columns to the value (or values) whose rows ``df`` replaces, e.g.
+    ``{"drop_date": [d1, d2], "stage": "gate"}``; the frame carries those columns. replaceWhere
+    (see :mod:`recsys.delta`), the run id in userMetadata, and the table's :data:`TABLE_LAYOUTS`
+    entry when it is created.
     """
     path = ctx.table(table)
     layout = TABLE_LAYOUTS.get(table, TableLayout())
-    partition = dict(partition or {})
-    ensure_table(df.sparkSession, path, df, [RUN_DATE_COL, *partition], layout, ctx.run_id)
-    publish_slice(df, path, ctx.run_date, ctx.run_id, partition, layout.write_options)
-    log.info("published %s for %s (%s)", table, ctx.run_date, path)
+    where = dict(where) if where is not None else {RUN_DATE_COL: ctx.run_date}
+    ensure_table(df.sparkSession, path, df, list(where), layout, ctx.run_id)
+    publish_slice(df, path, where, ctx.run_id, layout.write_options)
+    log.info("published %s for %s (%s)", table, _describe(where), path)
     return path
+
+
+def _describe(where: Mapping[str, Any]) -> str:
+    def one(value: Any) -> str:
+        if isinstance(value, (list, tuple, set, frozenset)):
+            values = sorted(value)
+            return (
+                f"{values[0]}..{values[-1]} ({len(values)})"
+                if len(values) > 3
+                else ", ".join(map(str, values))
+            )
+        return str(value)
+
+    return "; ".join(f"{column} {one(value)}" for column, value in where.items())
+
+
+def sql_literal(value: Any) -> str:
+    """A date, number or string as a Spark SQL literal."""
+    if isinstance(value, dt.date):
+        return run_date_literal(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def slice_predicate(where: Mapping[str, Any]) -> str:
+    """``col = v AND col IN (...)``: the SQL predicate of a slice (a list of values is an IN)."""
+    parts = []
+    for column, value in where.items():
+        if isinstance(value, (list, tuple, set, frozenset)):
+            if not value:
+                raise ValueError(f"empty value list for {column}: a slice must name what it replaces")
+            parts.append(f"{column} IN ({', '.join(sql_literal(v) for v in sorted(value))})")
+        else:
+            parts.append(f"{column} = {sql_literal(value)}")
+    return " AND ".join(parts)
 
 
 def publish_slice(
     df: DataFrame,
     path: str,
-    run_date: dt.date,
+    where: Mapping[str, Any],
     run_id: str,
-    partition: Mapping[str, str],
     options: Mapping[str, str] | None = None,
 ) -> None:
-    """Overwrite the rows of ``run_date`` (and of the given further partition values) atomically.
+    """Overwrite the rows of the slice ``where`` (partition column -> value or values) atomically.
 
-    With a further partition, two jobs can each own a slice of one run_date (ingest and gate in
-    quarantine). The frame must carry the run_date column.
+    Two jobs can each own a slice of one table (ingest and gate in quarantine, by ``stage``).
+    The frame must carry every column of ``where``; rows outside the slice are an error
+    (Delta checks replaceWhere), so a job can never overwrite what it does not own.
     """
-    if RUN_DATE_COL not in df.columns:
-        raise ValueError(f"cannot publish to {path}: the frame has no {RUN_DATE_COL} column")
-    predicate = " AND ".join(
-        [f"{RUN_DATE_COL} = {run_date_literal(run_date)}"]
-        + [f"{column} = '{value}'" for column, value in partition.items()]
-    )
+    missing = [column for column in where if column not in df.columns]
+    if missing:
+        raise ValueError(f"cannot publish to {path}: the frame has no {', '.join(missing)} column")
     writer = (
         df.write.format("delta")
         .mode("overwrite")
-        .option("replaceWhere", predicate)
+        .option("replaceWhere", slice_predicate(where))
         .option("userMetadata", run_id)
-        .partitionBy(RUN_DATE_COL, *partition)
+        .partitionBy(*where)
     )
     for key, value in (options or {}).items():
         writer = writer.option(key, value)
     writer.save(path)
 
 
-def previous_run_date(spark: SparkSession, path: str, run_date: dt.date) -> dt.date | None:
-    """The latest run_date of the table at ``path`` before ``run_date`` (None when there is none)."""
-    from pyspark.sql import functions as F
+def partition_dates(spark: SparkSession, path: str, column: str) -> list[dt.date]:
+    """The values of the date partition ``column`` in the table's current snapshot, sorted.
+
+    From the snapshot's file list (Delta's log), reading no data; an absent table has none.
+    """
+    from recsys.asof import dates_in_paths
 
     if not table_exists(spark, path):
-        return None
-    row = (
-        spark.read.format("delta")
-        .load(path)
-        .where(F.col(RUN_DATE_COL) < F.lit(run_date).cast("date"))
-        .agg(F.max(RUN_DATE_COL).alias("previous"))
-        .first()
-    )
-    return None if row is None else row["previous"]
+        return []
+    return sorted(d for d in dates_in_paths(spark.read.format("delta").load(path).inputFiles(), column) if d)
 
 
 # ------------------------------------------------------------------ text files in the lake
 # Through Hadoop's FileSystem so the same code writes to a local lake and to s3a:// or abfss://.
 
 
-def _hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any]:
+def hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any]:
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
+def dated_folders(spark: SparkSession, uri: str) -> list[tuple[dt.date, Any]]:
+    """(date, Hadoop FileStatus) of every folder under ``uri`` named YYYY-MM-DD, by date; none if absent."""
+    fs, root = hadoop_path(spark, uri)
+    if not fs.exists(root):
+        return []
+    folders = []
+    for status in fs.listStatus(root):
+        try:
+            dated = dt.date.fromisoformat(status.getPath().getName())
+        except ValueError:
+            continue
+        if status.isDirectory():
+            folders.append((dated, status))
+    return sorted(folders, key=lambda pair: pair[0])
+
+
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
-    fs, path = _hadoop_path(spark, uri)
+    fs, path = hadoop_path(spark, uri)
     stream = fs.create(path, True)
     try:
         stream.write(bytearray(text.encode("utf-8")))
@@ -274,7 +320,7 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
 
 def read_text(spark: SparkSession, uri: str) -> str | None:
     """The file's text, or None when it does not exist."""
-    fs, path = _hadoop_path(spark, uri)
+    fs, path = hadoop_path(spark, uri)
     if not fs.exists(path):
         return None
     jvm = spark.sparkContext._jvm

@@ -1,4 +1,4 @@
-"""Export one run date's silver ratings (after the k-core filter) as a RecBole atomic file.
+"""Export the silver ratings as of one run date (after the k-core filter) as a RecBole atomic file.
 
 ``<out_dir>/<name>/<name>.inter``, tab-separated, with RecBole's typed header::
 
@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from recsys.asof import AS_OF_KEYS, as_of_spark
 from spark_jobs.columns import EVENT_ORDER, ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
-from spark_jobs.common import RunContext, context_from_args, job_parser, read_run
+from spark_jobs.common import RunContext, context_from_args, job_parser
 from spark_jobs.sequences import kcore
 
 if TYPE_CHECKING:
@@ -72,7 +73,8 @@ def export(spark: SparkSession, ctx: RunContext, name: str = "ratings", out_dir:
     """Write ``<out_dir>/<name>/<name>.inter`` from this run's silver; return its location."""
     out_dir = out_dir or ctx.lake_uri(ctx.config.pipeline.export_dir, ctx.run_date.isoformat())
     uri = f"{out_dir.rstrip('/')}/{name}/{name}.inter"
-    frame = recbole_interactions(read_run(spark, ctx, "ratings_silver"), ctx.config.pipeline.kcore)
+    silver = as_of_spark(spark, ctx.table("ratings_silver"), ctx.run_date, AS_OF_KEYS["ratings_silver"])
+    frame = recbole_interactions(silver, ctx.config.pipeline.kcore)
     write_single_file(spark, frame, uri)
     log.info("RecBole atomic file for %s: %s", ctx.run_date, uri)
     return uri

@@ -1,6 +1,16 @@
-"""Ingest: raw ratings files -> ``ratings_bronze`` (every line as read) + parse errors to quarantine.
+"""Ingest: the landing zone's new drops -> ``ratings_bronze`` (every line), parse errors to quarantine.
 
-Every data line of the input becomes one bronze row with its source file, its exact 1-based
+A feed drops each day's files in ``<lake>/<pipeline.landing_dir>/<YYYY-MM-DD>/`` (``python -m
+recsys.datasets replay`` plays a MovieLens file as such drops; ``--input FILE`` lands a file as
+the drop of the run date). The night of run date D ingests every drop dated <= D that the
+``ingest_ledger`` does not hold, whose files changed since (size or modification time differ and
+the SHA-256 confirms it), or whose gate has not passed yet; each into its own ``drop_date``
+partition of bronze (replaceWhere), so the night costs what its new drops cost. The ledger has
+one row per landed file: drop date, format, size, modification time, checksum, header, data
+rows, status (``ingested`` -> ``gated`` -> ``applied``), whether it changed since a previous
+ingest (with the previous checksum), the night and the run id.
+
+Every data line of a drop becomes one bronze row with its source file, its exact 1-based
 line number, its text, the typed fields (null when the line cannot be parsed) and, for lines
 that cannot be parsed, the kind of error. Lines are never dropped: the unparseable ones are
 also copied to ``ratings_quarantine`` (stage ``ingest``) with their text and the reason.
@@ -29,14 +39,16 @@ stop the run when the columns drift (renamed, reordered, added).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from recsys.datasets.formats import FORMATS, RatingsFormat
-from recsys.delta import with_run_date
 from spark_jobs.columns import (
+    DROP_DATE_COL,
     ITEM_COL,
     LINE_NUMBER_COL,
     PARSE_ERROR_COL,
@@ -44,7 +56,6 @@ from spark_jobs.columns import (
     RATINGS_COLUMNS,
     RAW_COL,
     REASON_COL,
-    RUN_DATE_COL,
     SOURCE_FILE_COL,
     SOURCE_HEADER_COL,
     STAGE_COL,
@@ -58,7 +69,7 @@ from spark_jobs.common import (
     inputs_from_args,
     job_parser,
     publish,
-    write_json,
+    table_exists,
 )
 
 if TYPE_CHECKING:
@@ -67,8 +78,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
-# What the run ingested (format, files, headers): <validation_dir>/<run_date>/ingest_manifest.json
-MANIFEST = "ingest_manifest"
+# A drop's status in the ingest ledger: bronze written -> gate passed -> applied to silver.
+INGESTED, GATED, APPLIED = "ingested", "gated", "applied"
 BAD_ENCODING = "bad_encoding"
 EMPTY_LINE = "empty_line"
 WRONG_FIELD_COUNT = "wrong_field_count"
@@ -91,9 +102,16 @@ BRONZE_COLUMNS = (
     SOURCE_HEADER_COL,
     *RATINGS_COLUMNS,
     PARSE_ERROR_COL,
-    RUN_DATE_COL,
+    DROP_DATE_COL,
 )
-QUARANTINE_COLUMNS = (SOURCE_FILE_COL, LINE_NUMBER_COL, RAW_COL, REASON_COL, RUN_DATE_COL, STAGE_COL)
+QUARANTINE_COLUMNS = (SOURCE_FILE_COL, LINE_NUMBER_COL, RAW_COL, REASON_COL, DROP_DATE_COL, STAGE_COL)
+LEDGER_SCHEMA = (
+    "drop_date date, file string, format string, size long, modified_ms long, sha256 string, "
+    "header string, rows long, status string, changed boolean, previous_sha256 string, "
+    "night date, run_id string"
+)
+# The date folder of a landed file: .../<YYYY-MM-DD>/<name>
+_DROP_DIR = r"/(\d{4}-\d{2}-\d{2})/[^/]+$"
 
 _TEXT = "value"
 _BLOCK = "_block_start"
@@ -153,22 +171,23 @@ def _offset_lookup(row_id: Column, offsets: Sequence[tuple[int, int]]) -> Column
     )
 
 
-def file_headers(spark: SparkSession, paths: Sequence[str]) -> dict[str, str]:
-    """The first line of every file under ``paths``, by file URI (one tiny job per file)."""
-    from pyspark.sql import functions as F
+def first_line(spark: SparkSession, uri: str) -> str | None:
+    """The first line of the file at ``uri`` (None for an empty file), read through Hadoop's FileSystem."""
+    from spark_jobs.common import hadoop_path
 
-    headers = {}
-    for file in spark.read.text(list(paths)).inputFiles():
-        row = (
-            spark.read.text(file)
-            .where(F.col("_metadata.file_block_start") == 0)
-            .select(F.col(_TEXT), F.col("_metadata.file_path").alias(SOURCE_FILE_COL))
-            .limit(1)
-            .first()
-        )
-        if row is not None:
-            headers[row[SOURCE_FILE_COL]] = row[_TEXT]
-    return headers
+    fs, path = hadoop_path(spark, uri)
+    jvm = spark.sparkContext._jvm
+    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(fs.open(path), "UTF-8"))
+    try:
+        return reader.readLine()
+    finally:
+        reader.close()
+
+
+def file_headers(spark: SparkSession, uris: Sequence[str]) -> dict[str, str]:
+    """The first line of each file, by the URI Spark's scan gives it (what :func:`parse_lines` takes)."""
+    headers = {_scanned_uri(spark, uri): first_line(spark, uri) for uri in uris}
+    return {uri: text for uri, text in headers.items() if text is not None}
 
 
 def normalise_header(text: str) -> str:
@@ -287,48 +306,327 @@ def quarantine_rows(bronze: DataFrame, reason: Column, stage: str) -> DataFrame:
     )
 
 
-def publish_quarantine(quarantine: DataFrame, ctx: RunContext, stage: str) -> None:
-    publish(quarantine.select(*QUARANTINE_COLUMNS), ctx, "ratings_quarantine", {STAGE_COL: stage})
+def publish_quarantine(quarantine: DataFrame, ctx: RunContext, stage: str, drops: Sequence[dt.date]) -> None:
+    """Replace the ``stage`` slice of ``drops`` in ratings_quarantine with ``quarantine``."""
+    publish(
+        quarantine.select(*QUARANTINE_COLUMNS),
+        ctx,
+        "ratings_quarantine",
+        {DROP_DATE_COL: list(drops), STAGE_COL: stage},
+    )
 
 
-def run(spark: SparkSession, ctx: RunContext, paths: Sequence[str], format_name: str) -> str:
-    """Publish this run's bronze partition from ``paths`` and quarantine its unparseable lines."""
+# ------------------------------------------------------------------ landing zone and ledger
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """One file in the landing zone, as listed."""
+
+    drop_date: dt.date
+    uri: str
+    size: int
+    modified_ms: int
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class DropPlan:
+    """A drop this night ingests: its files, why (new, changed, retry), and its files' checksums."""
+
+    drop_date: dt.date
+    files: list[LandedFile]
+    reason: str
+    checksums: dict[str, str] = field(default_factory=dict)
+    previous: dict[str, str] = field(default_factory=dict)
+
+
+def landing_uri(ctx: RunContext) -> str:
+    return ctx.lake_uri(ctx.config.pipeline.landing_dir)
+
+
+def list_landing(spark: SparkSession, ctx: RunContext) -> dict[dt.date, list[LandedFile]]:
+    """The files of every drop dated <= the run date, by drop date (names starting '.' or '_' skipped)."""
+    from spark_jobs.common import dated_folders, hadoop_path
+
+    fs, _ = hadoop_path(spark, landing_uri(ctx))
+    drops: dict[dt.date, list[LandedFile]] = {}
+    for drop_date, folder in dated_folders(spark, landing_uri(ctx)):
+        if drop_date > ctx.run_date:
+            continue
+        files = [
+            LandedFile(
+                drop_date,
+                status.getPath().toString(),
+                int(status.getLen()),
+                int(status.getModificationTime()),
+            )
+            for status in fs.listStatus(folder.getPath())
+            if status.isFile() and not status.getPath().getName().startswith((".", "_"))
+        ]
+        if files:
+            drops[drop_date] = sorted(files, key=lambda f: f.uri)
+    return dict(sorted(drops.items()))
+
+
+def sha256(spark: SparkSession, uri: str) -> str:
+    """Hex SHA-256 of the file at ``uri``, streamed in the JVM (commons-codec ships with Spark)."""
+    from spark_jobs.common import hadoop_path
+
+    fs, path = hadoop_path(spark, uri)
+    stream = fs.open(path)
+    try:
+        return spark.sparkContext._jvm.org.apache.commons.codec.digest.DigestUtils.sha256Hex(stream)
+    finally:
+        stream.close()
+
+
+def read_ledger(spark: SparkSession, ctx: RunContext) -> dict[dt.date, list[dict]]:
+    """The ingest ledger's rows by drop date (empty when the lake has none yet)."""
+    path = ctx.table("ingest_ledger")
+    if not table_exists(spark, path):
+        return {}
+    ledger: dict[dt.date, list[dict]] = {}
+    for row in spark.read.format("delta").load(path).collect():
+        ledger.setdefault(row[DROP_DATE_COL], []).append(row.asDict())
+    return ledger
+
+
+def write_ledger(spark: SparkSession, ctx: RunContext, rows: Sequence[dict]) -> None:
+    """Replace the ledger rows of every drop that ``rows`` mention (one Delta commit)."""
+    if not rows:
+        return
+    frame = spark.createDataFrame(
+        [tuple(r[c.split()[0]] for c in _ledger_columns()) for r in rows], LEDGER_SCHEMA
+    )
+    publish(frame, ctx, "ingest_ledger", {DROP_DATE_COL: sorted({r[DROP_DATE_COL] for r in rows})})
+
+
+def _ledger_columns() -> list[str]:
+    return [c.strip() for c in LEDGER_SCHEMA.split(",")]
+
+
+def set_status(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date], status: str) -> None:
+    """Move ``drops`` to ``status`` in the ledger, stamped with this night and run id."""
+    ledger = read_ledger(spark, ctx)
+    rows = [
+        {**row, "status": status, "night": ctx.run_date, "run_id": ctx.run_id}
+        for drop in drops
+        for row in ledger.get(drop, [])
+    ]
+    write_ledger(spark, ctx, rows)
+
+
+def drops_with_status(spark: SparkSession, ctx: RunContext, status: str) -> list[dt.date]:
+    """Drops dated <= the run date whose ledger status is ``status``, in date order."""
+    return sorted(
+        drop
+        for drop, rows in read_ledger(spark, ctx).items()
+        if drop <= ctx.run_date and all(row["status"] == status for row in rows)
+    )
+
+
+def plan_drops(spark: SparkSession, ctx: RunContext) -> list[DropPlan]:
+    """Which landed drops this night must ingest, and why; refreshes the ledger of touched-but-equal files.
+
+    A drop is ingested when the ledger does not hold it (``new``), when its gate has not passed
+    (``retry``: its files may have been fixed), or when its files differ from the ledger's
+    (``changed``). Size and modification time decide whether to look closer; the checksum decides.
+    """
+    landed = list_landing(spark, ctx)
+    ledger = read_ledger(spark, ctx)
+    plans, refreshed = [], []
+    for drop_date, files in landed.items():
+        held = {row["file"]: row for row in ledger.get(drop_date, [])}
+        if not held:
+            plans.append(DropPlan(drop_date, files, "new"))
+            continue
+        if any(row["status"] == INGESTED for row in held.values()):
+            plans.append(
+                DropPlan(drop_date, files, "retry", previous={u: r["sha256"] for u, r in held.items()})
+            )
+            continue
+        same_listing = set(held) == {f.uri for f in files} and all(
+            held[f.uri]["size"] == f.size and held[f.uri]["modified_ms"] == f.modified_ms for f in files
+        )
+        if same_listing:
+            continue
+        checksums = {f.uri: sha256(spark, f.uri) for f in files}
+        previous = {uri: row["sha256"] for uri, row in held.items()}
+        if checksums == previous:
+            # touched, not changed: remember the new times so tomorrow needs no checksum
+            by_uri = {f.uri: f for f in files}
+            refreshed += [{**row, "modified_ms": by_uri[uri].modified_ms} for uri, row in held.items()]
+            continue
+        log.warning(
+            "drop %s changed since it was ingested (files %s): re-ingesting it",
+            drop_date,
+            sorted(uri for uri in set(checksums) | set(previous) if checksums.get(uri) != previous.get(uri)),
+        )
+        plans.append(DropPlan(drop_date, files, "changed", checksums, previous))
+    write_ledger(spark, ctx, refreshed)
+    return plans
+
+
+def land_input(spark: SparkSession, ctx: RunContext, paths: Sequence[str], format_name: str) -> list[str]:
+    """Copy ``paths`` into the landing zone as (part of) the drop of the run date; idempotent.
+
+    A file keeps its name when that name tells its format (``format_for``), else it is named
+    after the format. Each copy goes to a hidden temporary name and is renamed into place; a
+    landed file with the same checksum is left as it is.
+    """
+    from recsys.datasets.formats import format_for
+    from spark_jobs.common import hadoop_path
+
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    drop_dir = f"{landing_uri(ctx).rstrip('/')}/{ctx.run_date.isoformat()}"
+    landed = []
+    for source in paths:
+        name = source.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            keeps_name = format_for(name).name == format_name
+        except ValueError:
+            keeps_name = False
+        target = f"{drop_dir}/{name if keeps_name else CANONICAL_NAMES[format_name]}"
+        fs, target_path = hadoop_path(spark, target)
+        source_fs, source_path = hadoop_path(spark, source)
+        if fs.exists(target_path) and sha256(spark, target) == sha256(spark, source):
+            landed.append(target)
+            continue
+        temporary = jvm.org.apache.hadoop.fs.Path(f"{drop_dir}/.{target.rsplit('/', 1)[-1]}.landing")
+        jvm.org.apache.hadoop.fs.FileUtil.copy(source_fs, source_path, fs, temporary, False, True, conf)
+        fs.delete(target_path, False)
+        if not fs.rename(temporary, target_path):
+            raise OSError(f"could not move {temporary} to {target}")
+        log.info("landed %s as %s", source, target)
+        landed.append(target)
+    return landed
+
+
+#: The file name a landed file of each format gets when its own name does not tell the format.
+CANONICAL_NAMES = {
+    "u.data": "u.data",
+    "ratings.dat": "ratings.dat",
+    "ratings.csv": "ratings.csv",
+    "recbole-inter": "ratings.inter",
+}
+
+
+@dataclass
+class IngestResult:
+    """What one night ingested: the drops (date -> new | changed | retry) and the bronze table."""
+
+    path: str
+    drops: dict[dt.date, str]
+
+
+def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]) -> None:
+    """Parse every file of ``plans`` in one pass and replace those drops in bronze and quarantine."""
     from pyspark.sql import functions as F
 
-    from recsys.delta import read_partition
+    from recsys.datasets.formats import format_for
 
-    fmt = FORMATS[format_name]
-    headers = file_headers(spark, paths) if fmt.header is not None else None
-    bronze = with_run_date(parse_lines(read_lines(spark, paths), fmt, headers), ctx.run_date)
-    path = publish(bronze.select(*BRONZE_COLUMNS), ctx, "ratings_bronze")
+    drops = [plan.drop_date for plan in plans]
+    by_format: dict[str, list[LandedFile]] = {}
+    for plan in plans:
+        for file in plan.files:
+            try:
+                fmt = format_for(file.name)
+            except ValueError as exc:
+                raise ValueError(f"{file.uri}: {exc}; landed files are named like their format") from None
+            by_format.setdefault(fmt.name, []).append(file)
+    headers = {
+        file.uri: first_line(spark, file.uri)
+        for name, files in by_format.items()
+        if FORMATS[name].header is not None
+        for file in files
+    }
+    parts = []
+    for name, files in sorted(by_format.items()):
+        uris = [file.uri for file in files]
+        scanned = {_scanned_uri(spark, uri): headers[uri] for uri in uris if headers.get(uri) is not None}
+        parts.append(parse_lines(read_lines(spark, uris), FORMATS[name], scanned))
+    bronze = parts[0]
+    for part in parts[1:]:
+        bronze = bronze.unionByName(part)
+    bronze = bronze.withColumn(
+        DROP_DATE_COL, F.regexp_extract(F.col(SOURCE_FILE_COL), _DROP_DIR, 1).cast("date")
+    ).select(*BRONZE_COLUMNS)
+    path = publish(bronze, ctx, "ratings_bronze", {DROP_DATE_COL: drops})
     # Read back (row groups without parse errors are skipped by their null counts) rather
     # than parse the text a second time.
-    published = read_partition(spark, path, ctx.run_date)
-    publish_quarantine(quarantine_rows(published, F.col(PARSE_ERROR_COL), STAGE), ctx, STAGE)
-    write_json(
-        spark,
-        f"{ctx.validation_uri(MANIFEST)}.json",
-        {
-            "run_date": ctx.run_date.isoformat(),
-            "run_id": ctx.run_id,
-            "format": format_name,
-            "paths": [str(p) for p in paths],
-            "headers": headers,
-            "expected_header": expected_header(fmt),
-        },
-    )
-    return path
+    published = spark.read.format("delta").load(path).where(F.col(DROP_DATE_COL).isin(drops))
+    publish_quarantine(quarantine_rows(published, F.col(PARSE_ERROR_COL), STAGE), ctx, STAGE, drops)
+    rows = dict(published.groupBy(SOURCE_FILE_COL).count().collect())
+    ledger = []
+    for plan in plans:
+        for file in plan.files:
+            scanned = _scanned_uri(spark, file.uri)
+            header = headers.get(file.uri)
+            ledger.append(
+                {
+                    DROP_DATE_COL: plan.drop_date,
+                    "file": file.uri,
+                    "format": format_for(file.name).name,
+                    "size": file.size,
+                    "modified_ms": file.modified_ms,
+                    "sha256": plan.checksums.get(file.uri) or sha256(spark, file.uri),
+                    "header": None if header is None else normalise_header(header),
+                    "rows": int(rows.get(scanned, 0)),
+                    "status": INGESTED,
+                    "changed": plan.reason == "changed",
+                    "previous_sha256": plan.previous.get(file.uri),
+                    "night": ctx.run_date,
+                    "run_id": ctx.run_id,
+                }
+            )
+    write_ledger(spark, ctx, ledger)
+
+
+def _scanned_uri(spark: SparkSession, uri: str) -> str:
+    """The file URI as Spark's scan names it (``_metadata.file_path``: qualified, e.g. ``file:/...``)."""
+    from spark_jobs.common import hadoop_path
+
+    fs, path = hadoop_path(spark, uri)
+    return fs.makeQualified(path).toUri().toString()
+
+
+def run(
+    spark: SparkSession, ctx: RunContext, paths: Sequence[str] | None = None, format_name: str | None = None
+) -> IngestResult:
+    """Ingest this night's drops (see the module docstring); ``paths`` land first, as the run date's drop."""
+    if paths:
+        if format_name is None:
+            raise ValueError("format_name is required with paths")
+        land_input(spark, ctx, paths, format_name)
+    plans = plan_drops(spark, ctx)
+    if plans:
+        ingest_drops(spark, ctx, plans)
+        log.info(
+            "ingested %d drops for %s: %s",
+            len(plans),
+            ctx.run_date,
+            ", ".join(f"{p.drop_date} ({p.reason})" for p in plans[:10])
+            + (" ..." if len(plans) > 10 else ""),
+        )
+    else:
+        log.info("no new drops up to %s in %s", ctx.run_date, landing_uri(ctx))
+    return IngestResult(ctx.table("ratings_bronze"), {plan.drop_date: plan.reason for plan in plans})
 
 
 def main(argv: list[str] | None = None) -> None:
     from recsys.spark import build_spark
 
-    parser = job_parser("ingest raw ratings files into ratings_bronze for one run date")
+    parser = job_parser("ingest the landing zone's new drops (up to the run date) into ratings_bronze")
     add_input_arguments(parser)
     args = parser.parse_args(argv)
     ctx = context_from_args(args)
-    paths, format_name = inputs_from_args(parser, args, ctx)
-    run(build_spark(ctx.config, app_name="ingest"), ctx, paths, format_name)
+    inputs = inputs_from_args(parser, args)
+    run(build_spark(ctx.config, app_name="ingest"), ctx, *(inputs or (None, None)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""The ratings pipeline for one run date: ingest -> gate -> silver -> sessions -> sequences -> gate -> items.
+"""The ratings pipeline for one night: ingest -> gate -> silver -> sessions -> sequences -> gate -> items.
+
+The night of run date D ingests the landing zone's drops dated <= D that the lake does not hold
+yet (or that changed), gates them, applies them to the versioned silver, and rewrites the session
+and sequence versions of the users they touched (see each job's docstring, and docs/timeline.md).
 
 Used by ``make run`` (:mod:`orchestration.nightly`), the benchmark, and later by Airflow tasks (which
 call the same job ``run`` functions one task each). A failing gate raises
@@ -28,10 +32,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTPUT_TABLES = (
+    "ingest_ledger",
     "ratings_bronze",
     "ratings_quarantine",
     "ratings_silver",
     "ratings_run_stats",
+    "ratings_drop_stats",
     "sessions",
     "sequences",
     "items",
@@ -43,6 +49,7 @@ class PipelineResult:
     """What one run produced: table locations, the accounting, gate summaries, seconds per stage."""
 
     tables: dict[str, str]
+    drops: dict = field(default_factory=dict)
     stats: silver.RunStats | None = None
     ratings_gate: dict[str, Any] | None = None
     sequences_gate: dict[str, Any] | None = None
@@ -50,9 +57,12 @@ class PipelineResult:
 
 
 def run_pipeline(
-    spark: SparkSession, ctx: RunContext, paths: Sequence[str], format_name: str
+    spark: SparkSession,
+    ctx: RunContext,
+    paths: Sequence[str] | None = None,
+    format_name: str | None = None,
 ) -> PipelineResult:
-    """Run every stage for ``ctx.run_date`` on ``paths`` (a raw ratings file of ``format_name``)."""
+    """Run every stage for ``ctx.run_date``; ``paths`` (of ``format_name``) are landed as its drop first."""
     result = PipelineResult(tables={name: ctx.table(name) for name in OUTPUT_TABLES})
 
     def stage(name: str, step: Callable[[], Any]) -> Any:
@@ -63,16 +73,12 @@ def run_pipeline(
         log.info("stage %s: done in %.1fs", name, result.seconds[name])
         return value
 
-    stage("ingest", lambda: ingest.run(spark, ctx, paths, format_name))
+    result.drops = stage("ingest", lambda: ingest.run(spark, ctx, paths, format_name)).drops
     result.ratings_gate = stage("ratings_gate", lambda: validate.run_ratings_gate(spark, ctx))
-    # Silver and sessions hand their published frames (persisted, partitioned by user) to the
-    # next stage, which then needs no shuffle; run alone, each job reads its input table.
-    silver_output = stage("silver", lambda: silver.run(spark, ctx, keep=True))
-    result.stats = silver_output.stats
-    try:
-        sessions = stage("sessions", lambda: sessionize.run(spark, ctx, silver_output.frame, keep=True))
-    finally:
-        silver_output.frame.unpersist()
+    result.stats = stage("silver", lambda: silver.run(spark, ctx)).stats
+    # Sessions hand their published frame (persisted, partitioned by user) to sequences, which
+    # then needs no shuffle; run alone, the sequences job reads tonight's session versions.
+    sessions = stage("sessions", lambda: sessionize.run(spark, ctx, keep=True))
     try:
         stage("sequences", lambda: sequences.run(spark, ctx, sessions))
     finally:
@@ -85,12 +91,16 @@ def run_pipeline(
 def main(argv: list[str] | None = None) -> None:
     from recsys.spark import build_spark
 
-    parser = job_parser("the whole ratings pipeline for one run date")
+    parser = job_parser(
+        "the whole ratings pipeline for one night (the landing zone's drops up to the run date)"
+    )
     add_input_arguments(parser)
     args = parser.parse_args(argv)
     ctx = context_from_args(args)
-    paths, format_name = inputs_from_args(parser, args, ctx)
-    result = run_pipeline(build_spark(ctx.config, app_name="ratings-pipeline"), ctx, paths, format_name)
+    inputs = inputs_from_args(parser, args)
+    result = run_pipeline(
+        build_spark(ctx.config, app_name="ratings-pipeline"), ctx, *(inputs or (None, None))
+    )
     log.info("pipeline %s done: %s; seconds %s", ctx.run_date, result.stats, result.seconds)
 
 

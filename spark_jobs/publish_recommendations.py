@@ -25,7 +25,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from expectations.gate import check, load_suite, validate
-from recsys.delta import RUN_DATE_COL
 from recsys.staging import CATALOGUE_FILE, RECOMMENDATIONS_FILE, read_manifest, staging_dir
 from spark_jobs.common import RunContext, context_from_args, job_parser, publish
 from spark_jobs.validate import save_results
@@ -54,15 +53,10 @@ MODEL_RUNS_SCHEMA = (
 
 
 def read_version(spark: SparkSession, ctx: RunContext, table: str, version: int) -> DataFrame:
-    """The run date's partition of ``table`` as of Delta ``version``."""
-    from pyspark.sql import functions as F
+    """The versioned ``table`` as of the run date, at Delta ``version`` (what scoring read)."""
+    from recsys.asof import AS_OF_KEYS, as_of_spark
 
-    return (
-        spark.read.format("delta")
-        .option("versionAsOf", version)
-        .load(ctx.table(table))
-        .where(F.col(RUN_DATE_COL) == F.lit(ctx.run_date).cast("date"))
-    )
+    return as_of_spark(spark, ctx.table(table), ctx.run_date, AS_OF_KEYS[table], version=version)
 
 
 def recommendation_checks(

@@ -2,7 +2,7 @@
 
 Contract (the model team depends on it)::
 
-    run_date     date
+    valid_from   date            the night that wrote this version of the user's sequence
     user_id      long
     item_ids     array<long>     raw MovieLens item ids, chronological
     timestamps   array<long>     seconds since the epoch
@@ -14,7 +14,10 @@ Contract (the model team depends on it)::
 Order: :data:`spark_jobs.columns.EVENT_ORDER` (time, then file order), as in
 :mod:`spark_jobs.sessionize`. Leave-one-out is
 decided on the FULL history: n >= 3 -> last test, second-to-last valid; n == 2 -> [train, test];
-n == 1 -> [train]. Truncation keeps the MOST RECENT ``pipeline.max_seq_len`` events, so the
+n == 1 -> [train]. Like sessions, sequences are versioned per user (:mod:`recsys.asof`): a night
+writes the sequences of the users whose history changed, built from their session versions of
+that night; read a date's sequences with ``recsys.asof`` (``model.data.read_sequences``).
+Truncation keeps the MOST RECENT ``pipeline.max_seq_len`` events, so the
 markers survive it (max_seq_len >= 2), and ``time_gaps`` of the first kept event still measures
 from its real predecessor.
 
@@ -35,7 +38,6 @@ from spark_jobs.columns import (
     ITEMS_COL,
     LINE_NUMBER_COL,
     N_EVENTS_COL,
-    RUN_DATE_COL,
     SESSION_ID_COL,
     SESSION_IDS_COL,
     SOURCE_FILE_COL,
@@ -44,8 +46,9 @@ from spark_jobs.columns import (
     TIMESTAMP_COL,
     TIMESTAMPS_COL,
     USER_COL,
+    VALID_FROM_COL,
 )
-from spark_jobs.common import RunContext, context_from_args, job_parser, publish, read_run
+from spark_jobs.common import RunContext, context_from_args, job_parser, publish
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -54,7 +57,7 @@ log = logging.getLogger(__name__)
 
 TRAIN, VALID, TEST = 0, 1, 2
 SEQUENCE_COLUMNS = (
-    RUN_DATE_COL,
+    VALID_FROM_COL,
     USER_COL,
     ITEMS_COL,
     TIMESTAMPS_COL,
@@ -162,21 +165,29 @@ def build_sequences(
 
 
 def run(spark: SparkSession, ctx: RunContext, sessions: DataFrame | None = None) -> str:
-    """Publish this run's sequences partition.
+    """Publish tonight's sequence versions: one per user whose sessions tonight rewrote.
 
-    ``sessions`` is this run's published sessions partition when the caller has it in hand (the
-    pipeline, whose frame is already partitioned by user); by default it is read from the table.
+    ``sessions`` is tonight's session versions when the caller has them in hand (the pipeline,
+    whose frame is already partitioned by user); by default they are read from the table.
     """
+    from pyspark.sql import functions as F
+
     from recsys.delta import with_run_date
 
     if sessions is None:
-        sessions = read_run(spark, ctx, "sessions")
+        sessions = (
+            spark.read.format("delta")
+            .load(ctx.table("sessions"))
+            .where(F.col(VALID_FROM_COL) == F.lit(ctx.run_date).cast("date"))
+        )
     events = kcore(
         sessions.select(USER_COL, ITEM_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, SESSION_ID_COL),
         ctx.config.pipeline.kcore,
     )
-    sequences = with_run_date(build_sequences(events, ctx.config.pipeline.max_seq_len), ctx.run_date)
-    return publish(sequences.select(*SEQUENCE_COLUMNS), ctx, "sequences")
+    sequences = with_run_date(
+        build_sequences(events, ctx.config.pipeline.max_seq_len), ctx.run_date, VALID_FROM_COL
+    )
+    return publish(sequences.select(*SEQUENCE_COLUMNS), ctx, "sequences", {VALID_FROM_COL: ctx.run_date})
 
 
 def main(argv: list[str] | None = None) -> None:

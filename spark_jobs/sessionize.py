@@ -17,6 +17,13 @@ Per event:
 * ``source_file``, ``line_number``: the raw line it came from (carried from silver: lineage,
   and the order of equal timestamps downstream).
 
+Sessions are versioned per user (:mod:`recsys.asof`): the night of D writes, under
+``valid_from = D``, the whole sessionized history (as of D) of every user whose events changed
+since the previous night — the users with silver versions dated after the latest earlier
+``sequences`` partition (the last night that finished), plus those of drops this night
+re-applied (a correction). Everyone else keeps their earlier version. The first night, and every
+night with ``pipeline.kcore > 0`` (the k-core is a global filter), recompute every user.
+
 Window functions only (one shuffle by user, one sort); no Python UDFs.
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from recsys.asof import AS_OF_KEYS, as_of_spark
 from spark_jobs.columns import (
     EVENT_ORDER,
     GAP_COL,
@@ -32,14 +40,14 @@ from spark_jobs.columns import (
     LINE_NUMBER_COL,
     POSITION_COL,
     RATING_COL,
-    RUN_DATE_COL,
     SESSION_ID_COL,
     SESSION_POSITION_COL,
     SOURCE_FILE_COL,
     TIMESTAMP_COL,
     USER_COL,
+    VALID_FROM_COL,
 )
-from spark_jobs.common import RunContext, context_from_args, job_parser, publish, read_run
+from spark_jobs.common import RunContext, context_from_args, job_parser, partition_dates, publish
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -57,7 +65,7 @@ SESSION_COLUMNS = (
     POSITION_COL,
     SESSION_POSITION_COL,
     GAP_COL,
-    RUN_DATE_COL,
+    VALID_FROM_COL,
 )
 _NEW_SESSION = "_new_session"
 
@@ -100,37 +108,67 @@ def sessionize(
     )
 
 
-def run(
-    spark: SparkSession, ctx: RunContext, silver: DataFrame | None = None, keep: bool = False
-) -> DataFrame | None:
-    """Publish this run's sessions partition.
+def touched_users(spark: SparkSession, ctx: RunContext) -> DataFrame | None:
+    """The users whose history changed since the last finished night (None: every user)."""
+    from pyspark.sql import functions as F
 
-    ``silver`` is this run's published silver partition when the caller has it in hand (the
-    pipeline, whose silver frame is already partitioned by user); by default it is read from
-    the table. With ``keep`` the published frame is returned persisted; the caller unpersists it.
-    """
-    if silver is None:
-        silver = read_run(spark, ctx, "ratings_silver")
-    events = silver.select(
-        USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RUN_DATE_COL
-    )
-    sessions = sessionize(events, ctx.config.pipeline.session_gap_seconds).select(*SESSION_COLUMNS)
-    if not keep:
-        publish(sessions, ctx, "sessions")
+    from spark_jobs.silver import nights_applying
+
+    if ctx.config.pipeline.kcore > 0:
         return None
-    sessions = sessions.persist()
+    finished = [d for d in partition_dates(spark, ctx.table("sequences"), VALID_FROM_COL) if d < ctx.run_date]
+    if not finished:
+        return None
+    since = finished[-1]
+    dates = [
+        d
+        for d in partition_dates(spark, ctx.table("ratings_silver"), VALID_FROM_COL)
+        if since < d <= ctx.run_date
+    ]
+    dates = sorted(set(dates) | set(nights_applying(spark, ctx)))
+    silver = spark.read.format("delta").load(ctx.table("ratings_silver"))
+    return silver.where(F.col(VALID_FROM_COL).isin(dates)).select(USER_COL).distinct()
+
+
+def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> DataFrame | None:
+    """Publish tonight's session versions (every changed user's history as of the run date).
+
+    With ``keep`` the published frame is returned persisted (partitioned by user, so the
+    sequences stage needs no shuffle); the caller unpersists it.
+    """
+    from recsys.delta import with_run_date
+
+    users = touched_users(spark, ctx)
+    if users is not None:
+        users = users.persist()
+        log.info("sessions %s: %s users with new events", ctx.run_date, f"{users.count():,}")
+    silver = as_of_spark(
+        spark, ctx.table("ratings_silver"), ctx.run_date, AS_OF_KEYS["ratings_silver"], within=users
+    )
+    events = silver.select(USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL)
+    sessions = sessionize(events, ctx.config.pipeline.session_gap_seconds)
+    sessions = with_run_date(sessions, ctx.run_date, VALID_FROM_COL).select(*SESSION_COLUMNS)
+    where = {VALID_FROM_COL: ctx.run_date}
     try:
-        publish(sessions, ctx, "sessions")
-    except BaseException:
-        sessions.unpersist()
-        raise
-    return sessions
+        if not keep:
+            publish(sessions, ctx, "sessions", where)
+            return None
+        sessions = sessions.persist()
+        try:
+            publish(sessions, ctx, "sessions", where)
+        except BaseException:
+            sessions.unpersist()
+            raise
+        return sessions
+    finally:
+        if users is not None:
+            users.unpersist()
 
 
 def main(argv: list[str] | None = None) -> None:
     from recsys.spark import build_spark
 
-    args = job_parser("ratings_silver -> sessions (gap-based) for one run date").parse_args(argv)
+    args = job_parser("ratings_silver -> session versions (gap-based) for one run date").parse_args(argv)
     ctx = context_from_args(args)
     run(build_spark(ctx.config, app_name="sessionize"), ctx)
 

@@ -1,40 +1,56 @@
-"""Silver: this run's gated bronze -> ``ratings_silver`` (typed, deduplicated), with exact row accounting.
+"""Silver: the night's gated drops -> versions of ``ratings_silver`` (typed, deduplicated), exact accounting.
+
+Silver is versioned (:mod:`recsys.asof`): a row is the state of one (user_id, item_id) after
+every drop up to its ``valid_from``, the date of the drop that changed it. A night writes one
+version for each key its drops hold a clean row of, and nothing else, so it costs what its drops
+cost; the state as of D is the latest version of each key with ``valid_from <= D``.
 
 Rows kept are those the ratings gate did not quarantine: the same predicates, derived from
-``expectations/ratings.json`` with the same parameters, so silver and quarantine partition the
-batch. The silver job refuses to run when the gate has not passed for this run date.
+``expectations/ratings.json`` with the same parameters, so silver and quarantine partition every
+drop. The job refuses to run when tonight's gate has not passed.
 
-Dedup policy (one rating per user and item):
+Dedup policy (one rating per user and item), over all drops up to the version's date:
 
 * a user who rated the same item more than once (a re-rating) keeps the rating with the latest
   ``timestamp``;
 * on equal timestamps the rating from the later line wins, ordered by (``source_file``,
-  ``line_number``) — a later line of the export records the later write;
+  ``line_number``): a later drop (its folder is dated) or a later line of the same file records
+  the later write;
 * exact duplicates (same user, item, rating and timestamp) are the special case where every
   copy is equal: one is kept (the last line, by the rule above).
 
-Silver keeps the lineage of each rating: ``source_file`` and ``line_number`` of the line kept,
-and ``copies``, the number of clean lines it stands for (1 + the duplicates removed).
+The policy is a maximum, so a key's version after drop d is the maximum of its version before d
+and d's own rows: a night reads the previous versions of the keys its drops touch, never the
+whole history. ``copies`` is the number of clean lines the version stands for (all drops up to
+its date) and ``previous_copies`` that number before its drop (0 for a new key).
 
-Row accounting is exact and recorded in ``ratings_run_stats`` (one row per run_date)::
+A drop that changed after it was applied (re-ingested by the ledger) is a correction: its keys
+and those of every later applied drop up to the run date are rebuilt from the previous state of
+those keys, and the versions of later nights' sessions and sequences are recomputed tonight
+for the users concerned (nights between the corrected drop and tonight must be re-run to see it).
 
-    rows_read (bronze) = rows_silver + rows_quarantined (ingest + gate) + duplicates_removed
+Row accounting is exact, per drop (``ratings_drop_stats``) and per night (``ratings_run_stats``)::
 
-Each term is counted on its own (rows of the bronze partition, as the gate counted them;
-silver rows; rows of the quarantine table; the sum of ``copies - 1``); if they do not add up
-the job fails before it publishes. The silver frame is
-validated with ``expectations/ratings_silver.json`` (types, completeness, no key twice) before
-it is published.
+    rows read (bronze) = rows quarantined (ingest + gate) + new keys + duplicates
+
+where new keys are the versions with ``previous_copies = 0`` and duplicates the clean lines that
+did not add a key (``copies - previous_copies`` summed, minus new keys). Each side is counted on
+its own (bronze rows, quarantine rows, the published versions); if they do not add up the job
+fails. Totals as of D (rows read, in silver, quarantined, duplicates) are sums over drops <= D.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from expectations.gate import check, load_suite, validate
+from recsys.asof import AS_OF_KEYS, as_of_spark
 from spark_jobs.columns import (
+    DROP_DATE_COL,
     ITEM_COL,
     LINE_NUMBER_COL,
     PARSE_ERROR_COL,
@@ -43,14 +59,23 @@ from spark_jobs.columns import (
     REASON_COL,
     RUN_DATE_COL,
     SOURCE_FILE_COL,
+    STAGE_COL,
     TIMESTAMP_COL,
     USER_COL,
+    VALID_FROM_COL,
 )
-from spark_jobs.common import RunContext, context_from_args, job_parser, publish, read_json, read_run
-from spark_jobs.ingest import MANIFEST
+from spark_jobs.common import (
+    RunContext,
+    context_from_args,
+    job_parser,
+    partition_dates,
+    publish,
+    table_exists,
+)
+from spark_jobs.ingest import APPLIED, GATED, drops_with_status, read_ledger, set_status
 from spark_jobs.validate import (
     RATINGS_SUITE,
-    gate_summary,
+    day_start,
     ratings_parameters,
     require_gate_passed,
     save_results,
@@ -65,6 +90,7 @@ log = logging.getLogger(__name__)
 
 SILVER_SUITE = "ratings_silver"
 COPIES_COL = "copies"
+PREVIOUS_COPIES_COL = "previous_copies"
 SILVER_COLUMNS = (
     USER_COL,
     ITEM_COL,
@@ -73,155 +99,436 @@ SILVER_COLUMNS = (
     SOURCE_FILE_COL,
     LINE_NUMBER_COL,
     COPIES_COL,
-    RUN_DATE_COL,
+    PREVIOUS_COPIES_COL,
+    VALID_FROM_COL,
 )
-# True where a row has the (user_id, item_id) of the row before it: the silver suite's duplicates check.
+KEY = AS_OF_KEYS["ratings_silver"]
+# True where a row has the (user_id, item_id, valid_from) of the row before it (the silver suite's
+# duplicates check).
 REPEATED_KEY_COL = "repeats_previous_key"
-_RANK = "_rank"
+# The previous state of a key enters the running maximum as a drop dated before any real one.
+_BEFORE_ANY_DROP = "0001-01-01"
+# True where a version stands for at least one clean line of its own drop (the silver suite checks it).
+ADDS_LINES_COL = "adds_lines"
+_WINNER = "_winner"
+_LINES = "_lines"
 
 
 class AccountingError(RuntimeError):
-    """rows read != silver + quarantined + duplicates: rows were lost or invented."""
+    """rows read != quarantined + new keys + duplicates: rows were lost or invented."""
+
+
+@dataclass(frozen=True)
+class DropStats:
+    """The accounting row of one drop in ``ratings_drop_stats``."""
+
+    drop_date: dt.date
+    rows_read: int
+    rows_quarantined_ingest: int
+    rows_quarantined_gate: int
+    quarantined_by_reason: dict[str, int]
+    new_keys: int
+    duplicates: int
+    late: int
+    users: int
+
+    @property
+    def rows_quarantined(self) -> int:
+        return self.rows_quarantined_ingest + self.rows_quarantined_gate
+
+    def check(self) -> None:
+        if self.rows_read != self.rows_quarantined + self.new_keys + self.duplicates:
+            raise AccountingError(
+                f"drop {self.drop_date}: row accounting does not add up: read {self.rows_read:,} != "
+                f"quarantined {self.rows_quarantined:,} + new keys {self.new_keys:,} "
+                f"+ duplicates {self.duplicates:,}"
+            )
 
 
 @dataclass(frozen=True)
 class RunStats:
-    """The accounting row of one run_date in ``ratings_run_stats``."""
+    """The accounting row of one night in ``ratings_run_stats``: its drops, and the totals as of the date.
 
+    The night's drops are those dated after the previous night (the latest earlier row of
+    ``ratings_run_stats``) up to the run date, so a rerun or a backfill of a date reports the same.
+    """
+
+    drops: list[str]
     rows_read: int
     rows_quarantined: int
     rows_quarantined_ingest: int
     rows_quarantined_gate: int
+    quarantined_by_reason: dict[str, int]
     duplicates_removed: int
     rows_silver: int
+    late: int
+    users_with_new_events: int
+    total_rows_read: int
+    total_rows_quarantined: int
+    total_duplicates_removed: int
+    total_rows_silver: int
 
     def check(self) -> None:
-        if self.rows_read != self.rows_silver + self.rows_quarantined + self.duplicates_removed:
-            raise AccountingError(
-                f"row accounting does not add up: read {self.rows_read:,} != silver {self.rows_silver:,}"
-                f" + quarantined {self.rows_quarantined:,} + duplicates removed {self.duplicates_removed:,}"
+        for label, read, silver, quarantined, duplicates in (
+            ("tonight", self.rows_read, self.rows_silver, self.rows_quarantined, self.duplicates_removed),
+            (
+                "as of the date",
+                self.total_rows_read,
+                self.total_rows_silver,
+                self.total_rows_quarantined,
+                self.total_duplicates_removed,
+            ),
+        ):
+            if read != silver + quarantined + duplicates:
+                raise AccountingError(
+                    f"row accounting ({label}) does not add up: read {read:,} != silver {silver:,}"
+                    f" + quarantined {quarantined:,} + duplicates removed {duplicates:,}"
+                )
+
+
+def local_winners(clean: DataFrame) -> DataFrame:
+    """Per (key, drop): the row the dedup policy keeps among the drop's own rows, and how many lines."""
+    from pyspark.sql import functions as F
+
+    return clean.groupBy(*KEY, DROP_DATE_COL).agg(
+        F.max(F.struct(TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RATING_COL)).alias(_WINNER),
+        F.count(F.lit(1)).alias(_LINES),
+    )
+
+
+def versions(clean: DataFrame, previous: DataFrame | None) -> DataFrame:
+    """Silver versions (plus ``repeats_previous_key``) for every (key, drop) of ``clean``.
+
+    ``clean``: the clean rows (key, rating, timestamp, source_file, line_number, drop_date) of
+    the drops being applied; ``previous``: the versions of their keys before the first of them
+    (as of the day before), or None. One shuffle by key: the running maximum of the winners and
+    the running sum of lines, in drop order, with the previous state first.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    per_drop = local_winners(clean)
+    if previous is not None:
+        per_drop = per_drop.unionByName(
+            previous.select(
+                *KEY,
+                F.lit(_BEFORE_ANY_DROP).cast("date").alias(DROP_DATE_COL),
+                F.struct(TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RATING_COL).alias(_WINNER),
+                F.col(COPIES_COL).alias(_LINES),
             )
+        )
+    # Hash-partitioned by user: the (user, item) window needs no further shuffle, and sessions
+    # built from these rows in the same process none either.
+    history = Window.partitionBy(*KEY).orderBy(DROP_DATE_COL)
+    so_far = history.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    running = per_drop.repartition(USER_COL).select(
+        *KEY,
+        DROP_DATE_COL,
+        F.max(_WINNER).over(so_far).alias(_WINNER),
+        F.sum(_LINES).over(so_far).alias(COPIES_COL),
+        F.col(_LINES),
+        F.coalesce(F.lag(DROP_DATE_COL).over(history) == F.col(DROP_DATE_COL), F.lit(False)).alias(
+            REPEATED_KEY_COL
+        ),
+    )
+    winner = F.col(_WINNER)
+    return running.where(F.col(DROP_DATE_COL) != F.lit(_BEFORE_ANY_DROP).cast("date")).select(
+        F.col(USER_COL).cast("long").alias(USER_COL),
+        F.col(ITEM_COL).cast("long").alias(ITEM_COL),
+        winner[RATING_COL].alias(RATING_COL),
+        winner[TIMESTAMP_COL].alias(TIMESTAMP_COL),
+        winner[SOURCE_FILE_COL].alias(SOURCE_FILE_COL),
+        winner[LINE_NUMBER_COL].alias(LINE_NUMBER_COL),
+        F.col(COPIES_COL).cast("int").alias(COPIES_COL),
+        (F.col(COPIES_COL) - F.col(_LINES)).cast("int").alias(PREVIOUS_COPIES_COL),
+        F.col(DROP_DATE_COL).alias(VALID_FROM_COL),
+        REPEATED_KEY_COL,
+        (F.col(_LINES) > 0).alias(ADDS_LINES_COL),
+    )
 
 
-def rank_duplicates(ratings: DataFrame) -> DataFrame:
-    """Add ``_rank`` (1 = the rating the dedup policy keeps) and ``copies`` per (user_id, item_id).
+def validate_silver(frame: DataFrame) -> ExpectationSuiteValidationResult:
+    """``expectations/ratings_silver.json`` on the (persisted) versions frame."""
+    return validate(frame, load_suite(SILVER_SUITE), {})
 
-    The frame is hash-partitioned by user first: that satisfies the (user, item) windows, and
-    the partitioning survives into silver, so sessions and sequences built from this frame in
-    the same process need no further shuffle.
+
+def clean_rows(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> DataFrame:
+    """The rows of ``drops`` the gate did not quarantine: key, rating, timestamp, lineage, drop_date."""
+    from pyspark.sql import functions as F
+
+    bronze = (
+        spark.read.format("delta").load(ctx.table("ratings_bronze")).where(F.col(DROP_DATE_COL).isin(drops))
+    )
+    needed = bronze.select(*RATINGS_COLUMNS, SOURCE_FILE_COL, LINE_NUMBER_COL, PARSE_ERROR_COL, DROP_DATE_COL)
+    tagged = tag_bronze(needed, load_suite(RATINGS_SUITE), ratings_parameters(ctx.config))
+    return tagged.where(F.col(REASON_COL).isNull()).select(
+        *KEY, RATING_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, DROP_DATE_COL
+    )
+
+
+def apply_drops(spark: SparkSession, ctx: RunContext, pending: Sequence[dt.date]) -> list[dt.date]:
+    """Write the silver versions of ``pending`` (and, for a correction, of the applied drops after it).
+
+    Returns the drop dates whose partitions were rewritten.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    latest_first = Window.partitionBy(USER_COL, ITEM_COL).orderBy(
-        F.col(TIMESTAMP_COL).desc(), F.col(SOURCE_FILE_COL).desc(), F.col(LINE_NUMBER_COL).desc()
+    path = ctx.table("ratings_silver")
+    first = min(pending)
+    later = [d for d in drops_with_status(spark, ctx, APPLIED) if d >= first]
+    rebuilt = sorted(set(pending) | set(later))
+    exists = table_exists(spark, path)
+    silver = spark.read.format("delta").load(path) if exists else None
+    clean = clean_rows(spark, ctx, rebuilt)
+    kept = None
+    if later:
+        # A correction: the keys of the pending drops, as they are now and as silver had them.
+        keys = clean.where(F.col(DROP_DATE_COL).isin(list(pending))).select(*KEY)
+        if silver is not None:
+            keys = keys.unionByName(silver.where(F.col(VALID_FROM_COL).isin(list(pending))).select(*KEY))
+        keys = keys.distinct().persist()
+        clean = clean.join(keys, list(KEY), "left_semi")
+        kept = silver.where(F.col(VALID_FROM_COL).isin(later)).join(keys, list(KEY), "left_anti")
+        log.warning(
+            "silver %s: drop(s) %s corrected; rebuilding the versions of %s", ctx.run_date, pending, rebuilt
+        )
+    previous = None
+    if exists:
+        before = first - dt.timedelta(days=1)
+        previous = as_of_spark(spark, path, before, KEY, within=clean.select(*KEY).distinct())
+    frame = versions(clean, previous).persist()
+    try:
+        suite = load_suite(SILVER_SUITE)
+        result = validate_silver(frame)
+        save_results(spark, ctx, suite, result, {"drops": [d.isoformat() for d in rebuilt]})
+        check(result, suite, f"run_date {ctx.run_date}")
+        out = frame.select(*SILVER_COLUMNS)
+        if kept is not None:
+            out = out.unionByName(kept.select(*SILVER_COLUMNS))
+        publish(out, ctx, "ratings_silver", {VALID_FROM_COL: rebuilt})
+    finally:
+        frame.unpersist()
+    return rebuilt
+
+
+def drop_stats(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> list[DropStats]:
+    """The accounting of ``drops``, each term counted from its own table; checked."""
+    from pyspark.sql import functions as F
+
+    drops = list(drops)
+    bronze = (
+        spark.read.format("delta").load(ctx.table("ratings_bronze")).where(F.col(DROP_DATE_COL).isin(drops))
     )
-    # One window operator: the whole-group count shares the rank's partitioning and order.
-    whole_group = latest_first.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    return ratings.repartition(USER_COL).select(
-        "*",
-        F.row_number().over(latest_first).alias(_RANK),
-        F.count(F.lit(1)).over(whole_group).cast("int").alias(COPIES_COL),
+    read = dict(bronze.groupBy(DROP_DATE_COL).count().collect())
+    quarantine = (
+        spark.read.format("delta")
+        .load(ctx.table("ratings_quarantine"))
+        .where(F.col(DROP_DATE_COL).isin(drops))
+        .groupBy(DROP_DATE_COL, STAGE_COL, REASON_COL)
+        .count()
+        .collect()
     )
-
-
-def deduplicate(ratings: DataFrame) -> DataFrame:
-    """One row per (user_id, item_id), chosen by the dedup policy, with ``copies`` (rows it stands for).
-
-    Also adds ``repeats_previous_key``, which the silver suite expects to be false everywhere;
-    it reuses the dedup's sort (by user, then item), so it costs no shuffle and no sort.
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    kept = rank_duplicates(ratings).where(F.col(_RANK) == 1).drop(_RANK)
-    previous_item = F.lag(ITEM_COL).over(Window.partitionBy(USER_COL).orderBy(ITEM_COL))
-    return kept.withColumn(REPEATED_KEY_COL, F.coalesce(previous_item == F.col(ITEM_COL), F.lit(False)))
-
-
-def clean_rows(tagged: DataFrame) -> DataFrame:
-    """The rows the gate did not quarantine, typed."""
-    from pyspark.sql import functions as F
-
-    return tagged.where(F.col(REASON_COL).isNull())
-
-
-def quarantined_rows(spark: SparkSession, ctx: RunContext) -> tuple[int, int]:
-    """Rows of this run in ratings_quarantine, (ingest, gate)."""
-    from pyspark.sql import functions as F
-
-    counts = dict(
-        read_run(spark, ctx, "ratings_quarantine").groupBy("stage").agg(F.count(F.lit(1))).collect()
+    silver = (
+        spark.read.format("delta")
+        .load(ctx.table("ratings_silver"))
+        .where(F.col(VALID_FROM_COL).isin(drops))
+        .groupBy(VALID_FROM_COL)
+        .agg(
+            F.sum((F.col(PREVIOUS_COPIES_COL) == 0).cast("long")).alias("new_keys"),
+            F.sum(F.col(COPIES_COL) - F.col(PREVIOUS_COPIES_COL)).alias("clean"),
+            F.countDistinct(USER_COL).alias("users"),
+        )
+        .collect()
     )
-    return int(counts.get("ingest", 0)), int(counts.get("gate", 0))
+    by_version = {row[VALID_FROM_COL]: row for row in silver}
+    late = dict(
+        clean_rows(spark, ctx, drops)
+        .where(F.col(TIMESTAMP_COL) < day_start(DROP_DATE_COL))
+        .groupBy(DROP_DATE_COL)
+        .count()
+        .collect()
+    )
+    stats = []
+    for drop in drops:
+        stages = {"ingest": 0, "gate": 0}
+        reasons: dict[str, int] = {}
+        for row in quarantine:
+            if row[DROP_DATE_COL] == drop:
+                stages[row[STAGE_COL]] = stages.get(row[STAGE_COL], 0) + int(row["count"])
+                reasons[row[REASON_COL]] = reasons.get(row[REASON_COL], 0) + int(row["count"])
+        version = by_version.get(drop)
+        new_keys = int(version["new_keys"]) if version else 0
+        clean = int(version["clean"]) if version else 0
+        one = DropStats(
+            drop_date=drop,
+            rows_read=int(read.get(drop, 0)),
+            rows_quarantined_ingest=stages["ingest"],
+            rows_quarantined_gate=stages["gate"],
+            quarantined_by_reason=dict(sorted(reasons.items())),
+            new_keys=new_keys,
+            duplicates=clean - new_keys,
+            late=int(late.get(drop, 0)),
+            users=int(version["users"]) if version else 0,
+        )
+        one.check()
+        stats.append(one)
+    return stats
 
 
-def validate_silver(silver: DataFrame) -> ExpectationSuiteValidationResult:
-    """``expectations/ratings_silver.json`` on the (deduplicated, persisted) silver frame."""
-    return validate(silver, load_suite(SILVER_SUITE), {})
+_DROP_STATS_SCHEMA = (
+    "drop_date date, night date, run_id string, rows_read long, rows_quarantined long, "
+    "rows_quarantined_ingest long, rows_quarantined_gate long, quarantined_by_reason map<string,bigint>, "
+    "new_keys long, duplicates long, late long, users long"
+)
+
+
+def publish_drop_stats(spark: SparkSession, ctx: RunContext, stats: Sequence[DropStats]) -> None:
+    rows = [
+        (
+            s.drop_date,
+            ctx.run_date,
+            ctx.run_id,
+            s.rows_read,
+            s.rows_quarantined,
+            s.rows_quarantined_ingest,
+            s.rows_quarantined_gate,
+            s.quarantined_by_reason,
+            s.new_keys,
+            s.duplicates,
+            s.late,
+            s.users,
+        )
+        for s in stats
+    ]
+    frame = spark.createDataFrame(rows, _DROP_STATS_SCHEMA)
+    publish(frame, ctx, "ratings_drop_stats", {DROP_DATE_COL: [s.drop_date for s in stats]})
+
+
+def previous_night(spark: SparkSession, ctx: RunContext) -> dt.date | None:
+    """The latest night before the run date in ``ratings_run_stats`` (None for the first night)."""
+    earlier = [
+        d for d in partition_dates(spark, ctx.table("ratings_run_stats"), RUN_DATE_COL) if d < ctx.run_date
+    ]
+    return earlier[-1] if earlier else None
+
+
+def run_stats(spark: SparkSession, ctx: RunContext) -> RunStats:
+    """Tonight's accounting from the drop stats: drops after the previous night, and totals up to the date."""
+    from pyspark.sql import functions as F
+
+    since = previous_night(spark, ctx)
+    path = ctx.table("ratings_drop_stats")
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col(DROP_DATE_COL) <= F.lit(ctx.run_date).cast("date"))
+        .collect()
+        if table_exists(spark, path)
+        else []
+    )
+    tonight = [r for r in rows if since is None or r[DROP_DATE_COL] > since]
+    reasons: dict[str, int] = {}
+    for row in tonight:
+        for reason, n in (row["quarantined_by_reason"] or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + int(n)
+    users = 0
+    if tonight and table_exists(spark, ctx.table("ratings_silver")):
+        users = (
+            spark.read.format("delta")
+            .load(ctx.table("ratings_silver"))
+            .where(F.col(VALID_FROM_COL).isin([r[DROP_DATE_COL] for r in tonight]))
+            .select(USER_COL)
+            .distinct()
+            .count()
+        )
+
+    def total(column: str, of: Sequence[Any]) -> int:
+        return sum(int(r[column]) for r in of)
+
+    stats = RunStats(
+        drops=sorted(r[DROP_DATE_COL].isoformat() for r in tonight),
+        rows_read=total("rows_read", tonight),
+        rows_quarantined=total("rows_quarantined", tonight),
+        rows_quarantined_ingest=total("rows_quarantined_ingest", tonight),
+        rows_quarantined_gate=total("rows_quarantined_gate", tonight),
+        quarantined_by_reason=dict(sorted(reasons.items())),
+        duplicates_removed=total("duplicates", tonight),
+        rows_silver=total("new_keys", tonight),
+        late=total("late", tonight),
+        users_with_new_events=int(users),
+        total_rows_read=total("rows_read", rows),
+        total_rows_quarantined=total("rows_quarantined", rows),
+        total_duplicates_removed=total("duplicates", rows),
+        total_rows_silver=total("new_keys", rows),
+    )
+    stats.check()
+    return stats
+
+
+_RUN_STATS_SCHEMA = (
+    "run_id string, drops array<string>, rows_read long, rows_quarantined long, "
+    "rows_quarantined_ingest long, "
+    "rows_quarantined_gate long, quarantined_by_reason map<string,bigint>, duplicates_removed long, "
+    "rows_silver long, late long, users_with_new_events long, total_rows_read long, "
+    "total_rows_quarantined long, total_duplicates_removed long, total_rows_silver long"
+)
+
+
+def publish_run_stats(spark: SparkSession, ctx: RunContext, stats: RunStats) -> None:
+    from recsys.delta import with_run_date
+
+    row = spark.createDataFrame([(ctx.run_id, *asdict(stats).values())], _RUN_STATS_SCHEMA)
+    publish(with_run_date(row, ctx.run_date), ctx, "ratings_run_stats")
 
 
 @dataclass
 class SilverOutput:
     stats: RunStats
-    # The published silver partition (plus repeats_previous_key), persisted, partitioned by user,
-    # when run(keep=True); the caller unpersists it.
-    frame: DataFrame | None
+    # Drop dates whose silver versions this night (re)wrote.
+    applied: list[dt.date]
 
 
-def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutput:
-    """Publish this run's silver partition and its accounting row."""
-    from pyspark.sql import functions as F
-
-    from recsys.delta import with_run_date
-
+def run(spark: SparkSession, ctx: RunContext) -> SilverOutput:
+    """Apply tonight's gated drops to silver; publish their drop stats and the night's run stats."""
     require_gate_passed(spark, ctx, RATINGS_SUITE)
-    manifest = read_json(spark, f"{ctx.validation_uri(MANIFEST)}.json")
-    parameters = ratings_parameters(ctx.config, ctx.run_date, manifest["format"])
-    bronze = read_run(spark, ctx, "ratings_bronze")
-    needed = bronze.select(*RATINGS_COLUMNS, SOURCE_FILE_COL, LINE_NUMBER_COL, PARSE_ERROR_COL, RUN_DATE_COL)
-    tagged = tag_bronze(needed, load_suite(RATINGS_SUITE), parameters)
-    silver = deduplicate(clean_rows(tagged)).select(*SILVER_COLUMNS, REPEATED_KEY_COL).persist()
-    try:
-        totals = silver.agg(
-            F.count(F.lit(1)).alias("rows"), F.sum(F.col(COPIES_COL) - 1).alias("dups")
-        ).first()
-        ingest_q, gate_q = quarantined_rows(spark, ctx)
-        stats = RunStats(
-            rows_read=int(gate_summary(spark, ctx, RATINGS_SUITE)["rows_read"]),
-            rows_quarantined=ingest_q + gate_q,
-            rows_quarantined_ingest=ingest_q,
-            rows_quarantined_gate=gate_q,
-            duplicates_removed=int(totals["dups"] or 0),
-            rows_silver=int(totals["rows"]),
-        )
-        stats.check()
-        suite = load_suite(SILVER_SUITE)
-        result = validate_silver(silver)
-        save_results(spark, ctx, suite, result, {"accounting": asdict(stats)})
-        check(result, suite, f"run_date {ctx.run_date}")
-        publish(silver.select(*SILVER_COLUMNS), ctx, "ratings_silver")
-    except BaseException:
-        silver.unpersist()
-        raise
-    stats_row = spark.createDataFrame([(ctx.run_id, *asdict(stats).values())], _STATS_SCHEMA)
-    publish(with_run_date(stats_row, ctx.run_date), ctx, "ratings_run_stats")
-    log.info("silver %s: %s", ctx.run_date, stats)
-    if not keep:
-        silver.unpersist()
-    return SilverOutput(stats, silver if keep else None)
+    pending = drops_with_status(spark, ctx, GATED)
+    applied: list[dt.date] = []
+    if pending:
+        applied = apply_drops(spark, ctx, pending)
+        publish_drop_stats(spark, ctx, drop_stats(spark, ctx, applied))
+        set_status(spark, ctx, applied, APPLIED)
+    stats = run_stats(spark, ctx)
+    publish_run_stats(spark, ctx, stats)
+    log.info(
+        "silver %s: %d drops applied; tonight read %s, quarantined %s, duplicates %s, new keys %s, late %s; "
+        "as of %s: %s ratings",
+        ctx.run_date,
+        len(applied),
+        f"{stats.rows_read:,}",
+        f"{stats.rows_quarantined:,}",
+        f"{stats.duplicates_removed:,}",
+        f"{stats.rows_silver:,}",
+        f"{stats.late:,}",
+        ctx.run_date,
+        f"{stats.total_rows_silver:,}",
+    )
+    return SilverOutput(stats, applied)
 
 
-_STATS_SCHEMA = (
-    "run_id string, rows_read long, rows_quarantined long, rows_quarantined_ingest long, "
-    "rows_quarantined_gate long, duplicates_removed long, rows_silver long"
-)
+def nights_applying(spark: SparkSession, ctx: RunContext) -> list[dt.date]:
+    """Drops the ledger says this night (re)applied: the sessions stage recomputes their users."""
+    return sorted(
+        drop
+        for drop, rows in read_ledger(spark, ctx).items()
+        if drop <= ctx.run_date
+        and any(row["night"] == ctx.run_date and row["status"] == APPLIED for row in rows)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     from recsys.spark import build_spark
 
-    args = job_parser("gated bronze -> deduplicated ratings_silver for one run date").parse_args(argv)
+    args = job_parser("gated drops -> ratings_silver versions for one run date").parse_args(argv)
     ctx = context_from_args(args)
     run(build_spark(ctx.config, app_name="silver"), ctx)
 

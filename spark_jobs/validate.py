@@ -1,18 +1,24 @@
 """Gates: the ratings suite on this run's bronze, and the sequences suite on this run's sequences.
 
-Ratings gate (after ingest, before silver):
+Ratings gate (after ingest, before silver), on the drops the ledger says are ``ingested``:
 
-1. tag every bronze row in one pass: its parse error, else the first row expectation of
-   ``expectations/ratings.json`` it fails (predicates derived from the suite);
-2. validate the tagged frame with GE: schema and header (drift), each row expectation within
-   the allowed share, the quarantine ratio, the row count versus the previous run;
-3. check that GE and the derived predicates flag the same number of rows per expectation;
-4. publish the rows the expectations rejected to ``ratings_quarantine`` (stage ``gate``);
-5. keep the results (JSON, Data Docs HTML, and a summary with the counts), then raise
-   :class:`expectations.gate.GateError` if the batch failed — before silver is touched.
+1. tag every bronze row of those drops in one pass: its parse error, else the first row
+   expectation of ``expectations/ratings.json`` it fails (predicates derived from the suite);
+   a rating dated after the end of its drop's day (UTC) by more than
+   ``pipeline.clock_skew_seconds`` is ``future``;
+2. validate the tagged frame with GE (schema, each row expectation within the allowed share)
+   and check that GE and the derived predicates flag the same number of rows per expectation;
+3. validate one row of checks per drop with ``expectations/ratings_drops.json``: the quarantine
+   ratio of each drop, its volume against the median of the trailing drops (a collapse or a
+   spike), and header drift of each of its files;
+4. keep the results (JSON, Data Docs HTML, and a summary with the counts); on a failure raise
+   :class:`expectations.gate.GateError` naming the failing drops — before any as-of state
+   (silver, sessions, sequences) changes;
+5. on a pass, publish the rows the expectations rejected to ``ratings_quarantine`` (stage
+   ``gate``) and mark the drops ``gated`` in the ledger.
 
 Sequences gate (after sequences, before training): ``expectations/sequences.json`` on the
-published partition plus derived check columns.
+sequence versions the night wrote, plus derived check columns.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import logging
-import math
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from expectations.gate import (
     GateError,
     Suite,
     check,
+    failure_message,
     failures,
     load_suite,
     render_html,
@@ -40,6 +48,7 @@ from expectations.gate import (
 from recsys.config import Config
 from recsys.datasets.formats import FORMATS
 from spark_jobs.columns import (
+    DROP_DATE_COL,
     ITEMS_COL,
     N_EVENTS_COL,
     PARSE_ERROR_COL,
@@ -47,46 +56,51 @@ from spark_jobs.columns import (
     RATINGS_COLUMNS,
     REASON_COL,
     SESSION_IDS_COL,
-    SOURCE_HEADER_COL,
     SPLIT_COL,
     TIME_GAPS_COL,
+    TIMESTAMP_COL,
     TIMESTAMPS_COL,
     USER_COL,
+    VALID_FROM_COL,
 )
 from spark_jobs.common import (
     RunContext,
     context_from_args,
     job_parser,
-    previous_run_date,
     read_json,
-    read_run,
     table_exists,
     write_json,
     write_text,
 )
 from spark_jobs.ingest import (
-    MANIFEST,
+    GATED,
+    INGESTED,
     PARSE_ERRORS,
+    drops_with_status,
     expected_header,
     publish_quarantine,
     quarantine_rows,
+    read_ledger,
+    set_status,
 )
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuiteValidationResult
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
 RATINGS_SUITE = "ratings"
+DROPS_SUITE = "ratings_drops"
 SEQUENCES_SUITE = "sequences"
 STAGE = "gate"
-NO_HEADER = "<no header>"
+# The tagged frame's timestamp relative to the end of its drop's day (the "future" check).
+SECONDS_AFTER_DROP_COL = "seconds_after_drop_day"
 
 
-def end_of_day(run_date: dt.date) -> int:
-    """The last second of ``run_date`` (UTC), in epoch seconds."""
-    return calendar.timegm((run_date + dt.timedelta(days=1)).timetuple()) - 1
+def end_of_day(day: dt.date) -> int:
+    """The last second of ``day`` (UTC), in epoch seconds."""
+    return calendar.timegm((day + dt.timedelta(days=1)).timetuple()) - 1
 
 
 def rating_scale(config: Config) -> tuple[float, float]:
@@ -99,32 +113,40 @@ def rating_scale(config: Config) -> tuple[float, float]:
     return scales[config.data.dataset]
 
 
-def ratings_parameters(
-    config: Config, run_date: dt.date, format_name: str, previous_rows: int | None = None
-) -> dict[str, Any]:
-    """Values of the ``$PARAMETER``s of ``expectations/ratings.json`` for one run."""
+def ratings_parameters(config: Config) -> dict[str, Any]:
+    """Values of the ``$PARAMETER``s of ``expectations/ratings.json``: the same for every drop and night."""
     low, high = rating_scale(config)
-    ratio = config.pipeline.quarantine_max_ratio
-    min_rows = (
-        1
-        if not previous_rows
-        else max(1, math.ceil(previous_rows * config.pipeline.min_row_ratio_vs_previous))
-    )
     return {
         "rating_min": low,
         "rating_max": high,
         "timestamp_min": config.pipeline.min_timestamp,
-        "timestamp_max": end_of_day(run_date),
-        "row_mostly": 1.0 - ratio,
-        "quarantine_max_ratio": ratio,
-        "min_row_count": min_rows,
-        "expected_header": [expected_header(FORMATS[format_name]) or NO_HEADER],
+        "clock_skew_seconds": config.pipeline.clock_skew_seconds,
+        "row_mostly": 1.0 - config.pipeline.quarantine_max_ratio,
     }
 
 
+def seconds_after_drop_day() -> Column:
+    """``timestamp`` minus the last second (UTC) of the row's ``drop_date``: > 0 is after its drop's day."""
+    from pyspark.sql import functions as F
+
+    day_end = (
+        F.datediff(F.col(DROP_DATE_COL), F.lit("1970-01-01").cast("date")).cast("long") + 1
+    ) * 86400 - 1
+    return F.col(TIMESTAMP_COL) - day_end
+
+
+def day_start(column: str) -> Column:
+    """The first second (UTC) of a date column, in epoch seconds."""
+    from pyspark.sql import functions as F
+
+    return F.datediff(F.col(column), F.lit("1970-01-01").cast("date")).cast("long") * 86400
+
+
 def tag_bronze(bronze: DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> DataFrame:
-    """Bronze rows + ``reason`` (parse error, else the first failed row expectation) + ``is_quarantined``."""
-    return tag_rows(bronze, suite, parameters, REASON_COL, QUARANTINED_COL, prior_reason_col=PARSE_ERROR_COL)
+    """Bronze rows + ``seconds_after_drop_day`` + ``reason`` (parse error, else the first failed row
+    expectation) + ``is_quarantined``."""
+    tagged = bronze.withColumn(SECONDS_AFTER_DROP_COL, seconds_after_drop_day())
+    return tag_rows(tagged, suite, parameters, REASON_COL, QUARANTINED_COL, prior_reason_col=PARSE_ERROR_COL)
 
 
 def save_results(
@@ -133,8 +155,13 @@ def save_results(
     suite: Suite,
     result: ExpectationSuiteValidationResult,
     summary: Mapping[str, Any],
+    also: Sequence[ExpectationSuiteValidationResult] = (),
 ) -> str:
-    """Keep this run's results of ``suite``: GE JSON, Data Docs HTML, and a summary JSON."""
+    """Keep this run's results of ``suite``: GE JSON, Data Docs HTML, and a summary JSON.
+
+    The summary's ``success`` and ``failed`` (what :func:`require_gate_passed` reads) cover
+    ``result`` and the results in ``also`` (a gate made of several suites).
+    """
     base = ctx.validation_uri(suite.name)
     write_json(spark, f"{base}.json", result_json(result))
     write_text(spark, f"{base}.html", render_html(result))
@@ -145,8 +172,8 @@ def save_results(
             "suite": suite.name,
             "run_date": ctx.run_date.isoformat(),
             "run_id": ctx.run_id,
-            "success": bool(result.success),
-            "failed": [f.name for f in failures(result)],
+            "success": all(bool(r.success) for r in (result, *also)),
+            "failed": [f.name for r in (result, *also) for f in failures(r)],
             **summary,
         },
     )
@@ -172,74 +199,164 @@ def require_gate_passed(spark: SparkSession, ctx: RunContext, suite_name: str) -
         )
 
 
-def previous_rows_read(spark: SparkSession, ctx: RunContext) -> int | None:
-    """Rows read by the latest earlier run that completed (its accounting row in ratings_run_stats)."""
-    from pyspark.sql import functions as F
-
-    path = ctx.table("ratings_run_stats")
-    previous = previous_run_date(spark, path, ctx.run_date)
-    if previous is None:
-        return None
-    row = (
-        spark.read.format("delta")
-        .load(path)
-        .where(F.col("run_date") == F.lit(previous))
-        .select("rows_read")
-        .first()
-    )
-    return None if row is None else int(row["rows_read"])
+@dataclass(frozen=True)
+class ReasonCounts:
+    by_drop_reason: dict[tuple[dt.date, str | None], int]
+    by_expectation: dict[str, int]
 
 
-def reason_counts(
-    tagged: DataFrame, suite: Suite, parameters: Mapping[str, Any]
-) -> tuple[dict[str, int], dict[str, int]]:
-    """One pass: rows per quarantine reason, and rows each row expectation rejects (overlaps included)."""
+def reason_counts(tagged: DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> ReasonCounts:
+    """One pass: rows per (drop, quarantine reason), and rows each row expectation rejects (with overlaps)."""
     from pyspark.sql import functions as F
 
     predicates = row_predicates(suite, parameters)
     grouped = (
-        tagged.groupBy(REASON_COL)
+        tagged.groupBy(DROP_DATE_COL, REASON_COL)
         .agg(
             F.count(F.lit(1)).alias("_rows"),
             *[F.sum(predicate.cast("long")).alias(f"_p{i}") for i, (_, predicate) in enumerate(predicates)],
         )
         .collect()
     )
-    by_reason = {row[REASON_COL]: int(row["_rows"]) for row in grouped}
+    by_drop_reason = {(row[DROP_DATE_COL], row[REASON_COL]): int(row["_rows"]) for row in grouped}
     by_expectation = {
         name: sum(int(row[f"_p{i}"] or 0) for row in grouped) for i, (name, _) in enumerate(predicates)
     }
-    return by_reason, by_expectation
+    return ReasonCounts(by_drop_reason, by_expectation)
+
+
+def trailing_volumes(
+    spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date], rows: Mapping[dt.date, int]
+) -> dict[dt.date, list[int]]:
+    """For each of ``drops``: the rows of the (up to ``volume_trailing_drops``) drops before it.
+
+    Earlier drops are the accepted ones (``ratings_drop_stats``) and the ones gated with it
+    (``rows``); the lake's first drop (the history load) is never a reference.
+    """
+    from pyspark.sql import functions as F
+
+    known: dict[dt.date, int] = {}
+    stats_path = ctx.table("ratings_drop_stats")
+    if table_exists(spark, stats_path):
+        for row in (
+            spark.read.format("delta")
+            .load(stats_path)
+            .where(F.col(DROP_DATE_COL) < F.lit(max(drops)).cast("date"))
+            .select(DROP_DATE_COL, "rows_read")
+            .collect()
+        ):
+            known[row[DROP_DATE_COL]] = int(row["rows_read"])
+    held = [d for d in read_ledger(spark, ctx)] + list(drops)
+    first = min(held) if held else None
+    known.update(rows)
+    depth = ctx.config.pipeline.volume_trailing_drops
+    return {
+        drop: [known[d] for d in sorted(d for d in known if d < drop and d != first)][-depth:]
+        for drop in drops
+    }
+
+
+def drop_checks(
+    spark: SparkSession,
+    ctx: RunContext,
+    by_drop: Mapping[dt.date, tuple[int, int]],
+    bad_headers: Mapping[dt.date, list[str]],
+) -> list[dict[str, Any]]:
+    """One row of checks per drop (``expectations/ratings_drops.json``): rows, quarantine, volume, header."""
+    pipeline = ctx.config.pipeline
+    drops = sorted(by_drop)
+    trailing = trailing_volumes(spark, ctx, drops, {d: n for d, (n, _) in by_drop.items()})
+    checks = []
+    for drop in drops:
+        rows, quarantined = by_drop[drop]
+        reference = trailing[drop]
+        median = (
+            float(statistics.median(reference))
+            if len(reference) >= pipeline.volume_min_trailing_drops
+            else None
+        )
+        ratio = rows / median if median else None
+        checks.append(
+            {
+                DROP_DATE_COL: drop,
+                "rows": rows,
+                "quarantined": quarantined,
+                "quarantine_ratio": quarantined / rows if rows else 0.0,
+                "trailing_drops": len(reference),
+                "trailing_median": median,
+                "volume_ratio": ratio,
+                "volume_ok": ratio is None or pipeline.volume_min_ratio <= ratio <= pipeline.volume_max_ratio,
+                "bad_header_files": len(bad_headers.get(drop, [])),
+            }
+        )
+    return checks
+
+
+_DROP_CHECKS_SCHEMA = (
+    "drop_date date, rows long, quarantined long, quarantine_ratio double, trailing_drops int, "
+    "trailing_median double, volume_ratio double, volume_ok boolean, bad_header_files int"
+)
+
+
+def header_drift(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> dict[dt.date, list[str]]:
+    """Files of ``drops`` whose header is not their format's (from the ledger), by drop."""
+    drift: dict[dt.date, list[str]] = {}
+    for drop, rows in read_ledger(spark, ctx).items():
+        if drop not in drops:
+            continue
+        for row in rows:
+            expected = expected_header(FORMATS[row["format"]])
+            if expected is not None and row["header"] != expected:
+                drift.setdefault(drop, []).append(
+                    f"{row['file']} (header {row['header']!r}, expected {expected!r})"
+                )
+    return drift
 
 
 def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
-    """Gate this run's bronze partition; return the summary, or raise GateError."""
+    """Gate the drops ingested for this night; return the summary, or raise GateError.
+
+    Row level: ``expectations/ratings.json`` on the tagged rows of all the night's new drops.
+    Drop level: ``expectations/ratings_drops.json`` on one row of checks per drop. On a pass the
+    rows the expectations rejected go to quarantine (stage ``gate``) and the drops become
+    ``gated`` in the ledger; on a failure nothing changes but the results written.
+    """
     from pyspark.sql import functions as F
 
-    manifest = read_json(spark, f"{ctx.validation_uri(MANIFEST)}.json")
-    if manifest is None:
-        raise FileNotFoundError(
-            f"no ingest manifest for {ctx.run_date} ({ctx.validation_uri(MANIFEST)}.json); run ingest first"
-        )
+    drops = drops_with_status(spark, ctx, INGESTED)
+    if not drops:
+        summary = {"drops": [], "rows_read": 0, "rows_quarantined": 0, "quarantined_by_reason": {}}
+        write_json(spark, f"{ctx.validation_uri(RATINGS_SUITE)}.summary.json", _stamp(ctx, True, [], summary))
+        log.info("ratings gate %s: no new drops", ctx.run_date)
+        return summary
     suite = load_suite(RATINGS_SUITE)
-    previous_rows = previous_rows_read(spark, ctx)
-    parameters = ratings_parameters(ctx.config, ctx.run_date, manifest["format"], previous_rows)
-    bronze = read_run(spark, ctx, "ratings_bronze")
-    # GE and the counts read the few columns the suite checks, from memory, several times.
-    tagged = tag_bronze(
-        bronze.select(SOURCE_HEADER_COL, *RATINGS_COLUMNS, PARSE_ERROR_COL), suite, parameters
+    parameters = ratings_parameters(ctx.config)
+    bronze = (
+        spark.read.format("delta").load(ctx.table("ratings_bronze")).where(F.col(DROP_DATE_COL).isin(drops))
     )
+    # GE and the counts read the few columns the suite checks, from memory, several times.
+    tagged = tag_bronze(bronze.select(DROP_DATE_COL, *RATINGS_COLUMNS, PARSE_ERROR_COL), suite, parameters)
     tagged = tagged.persist()
     try:
         result = validate(tagged, suite, parameters)
-        by_reason, by_expectation = reason_counts(tagged, suite, parameters)
+        counts = reason_counts(tagged, suite, parameters)
     finally:
         tagged.unpersist()
+    by_reason: dict[str | None, int] = {}
+    by_drop: dict[dt.date, tuple[int, int]] = {}
+    for (drop, reason), n in counts.by_drop_reason.items():
+        by_reason[reason] = by_reason.get(reason, 0) + n
+        rows, quarantined = by_drop.get(drop, (0, 0))
+        by_drop[drop] = (rows + n, quarantined + (n if reason is not None else 0))
+    for drop in drops:
+        by_drop.setdefault(drop, (0, 0))
     rows = sum(by_reason.values())
     quarantined = sum(n for reason, n in by_reason.items() if reason is not None)
     ge_counts = unexpected_counts(result)
     disagree = {
-        name: (n, ge_counts.get(name)) for name, n in by_expectation.items() if ge_counts.get(name) != n
+        name: (n, ge_counts.get(name))
+        for name, n in counts.by_expectation.items()
+        if ge_counts.get(name) != n
     }
     if disagree:
         raise GateError(
@@ -247,33 +364,86 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
             f"gate predicates and GE disagree for {ctx.run_date} (predicate rows, GE unexpected): {disagree}",
             [],
         )
+    drops_suite = load_suite(DROPS_SUITE)
+    drops_parameters = {"quarantine_max_ratio": ctx.config.pipeline.quarantine_max_ratio}
+    bad_headers = header_drift(spark, ctx, drops)
+    checks = drop_checks(spark, ctx, by_drop, bad_headers)
+    drops_result = validate(spark.createDataFrame(checks, _DROP_CHECKS_SCHEMA), drops_suite, drops_parameters)
+    summary = {
+        "drops": [d.isoformat() for d in drops],
+        "rows_read": rows,
+        "rows_quarantined": quarantined,
+        "quarantine_ratio": quarantined / rows if rows else None,
+        "quarantined_by_reason": {str(k): v for k, v in sorted(by_reason.items(), key=str) if k is not None},
+        "drop_checks": checks,
+        "bad_headers": {d.isoformat(): files for d, files in bad_headers.items()},
+        "parameters": parameters,
+    }
+    save_results(
+        spark, ctx, drops_suite, drops_result, {"drop_checks": checks, "parameters": drops_parameters}
+    )
+    save_results(spark, ctx, suite, result, summary, also=[drops_result])
+    reasons = ", ".join(f"{k} {v:,}" for k, v in summary["quarantined_by_reason"].items()) or "none"
+    context = (
+        f"  drops {drops[0]}..{drops[-1]} ({len(drops)}); rows read {rows:,}; quarantined {quarantined:,} "
+        f"({reasons}); results: {ctx.validation_uri(suite.name)}.json"
+    )
+    found = failures(result) + failures(drops_result)
+    if found:
+        where = f"run_date {ctx.run_date}"
+        parts = [
+            failure_message(s, where, failures(r))
+            for s, r in ((suite, result), (drops_suite, drops_result))
+            if not r.success
+        ]
+        failing = "\n".join(_describe_drop(c, bad_headers) for c in checks if not _drop_ok(c, ctx.config))
+        raise GateError(
+            suite.name, "\n".join([*parts, f"  failing drops:\n{failing}" if failing else "", context]), found
+        )
     # The rejected rows' text is read from bronze only when there are some; an empty slice
-    # still replaces the rows an earlier run of this date may have left.
+    # still replaces the rows an earlier attempt may have left.
     rejected = quarantine_rows(
         tag_bronze(bronze, suite, parameters).where(F.col(PARSE_ERROR_COL).isNull()), F.col(REASON_COL), STAGE
     )
     if not any(reason not in PARSE_ERRORS for reason in by_reason if reason is not None):
         rejected = rejected.limit(0)
-    publish_quarantine(rejected, ctx, STAGE)
-    summary = {
-        "rows_read": rows,
-        "rows_quarantined": quarantined,
-        "quarantine_ratio": quarantined / rows if rows else None,
-        "quarantined_by_reason": {str(k): v for k, v in sorted(by_reason.items(), key=str) if k is not None},
-        "previous_rows_read": previous_rows,
-        "parameters": parameters,
-    }
-    save_results(spark, ctx, suite, result, summary)
-    reasons = ", ".join(f"{k} {v:,}" for k, v in summary["quarantined_by_reason"].items()) or "none"
-    check(
-        result,
-        suite,
-        f"run_date {ctx.run_date}",
-        f"  rows read {rows:,}; quarantined {quarantined:,} ({reasons}); "
-        f"previous run read {previous_rows if previous_rows is not None else 'n/a'}; "
-        f"results: {ctx.validation_uri(suite.name)}.json",
-    )
+    publish_quarantine(rejected, ctx, STAGE, drops)
+    set_status(spark, ctx, drops, GATED)
     return summary
+
+
+def _drop_ok(checks: Mapping[str, Any], config: Config) -> bool:
+    return (
+        checks["rows"] >= 1
+        and checks["quarantine_ratio"] <= config.pipeline.quarantine_max_ratio
+        and checks["volume_ok"]
+        and checks["bad_header_files"] == 0
+    )
+
+
+def _describe_drop(checks: Mapping[str, Any], bad_headers: Mapping[dt.date, list[str]]) -> str:
+    drop = checks[DROP_DATE_COL]
+    volume = (
+        f"{checks['volume_ratio']:.3f} x the median {checks['trailing_median']:,.0f} "
+        f"of {checks['trailing_drops']} drops"
+        if checks["volume_ratio"] is not None
+        else "volume not judged"
+    )
+    headers = "; ".join(bad_headers.get(drop, [])) or "headers ok"
+    return (
+        f"    drop {drop}: rows {checks['rows']:,}, quarantine ratio {checks['quarantine_ratio']:.4f}, "
+        f"volume {volume}; {headers}"
+    )
+
+
+def _stamp(ctx: RunContext, success: bool, failed: list[str], summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "run_date": ctx.run_date.isoformat(),
+        "run_id": ctx.run_id,
+        "success": success,
+        "failed": failed,
+        **summary,
+    }
 
 
 # ------------------------------------------------------------------------ sequences gate
@@ -316,16 +486,36 @@ def sequence_checks(sequences: DataFrame, max_seq_len: int) -> DataFrame:
 
 
 def run_sequences_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
-    """Gate this run's published sequences; return the summary, or raise GateError."""
+    """Gate the sequence versions this night wrote (``valid_from`` = the run date); return the summary.
+
+    The rows of other users are versions earlier nights wrote and gated. A night without new
+    events wrote none: nothing to check, and the summary says so.
+    """
+    from pyspark.sql import functions as F
+
     suite = load_suite(SEQUENCES_SUITE)
     parameters = {"max_seq_len": ctx.config.pipeline.max_seq_len}
+    path = ctx.table("sequences")
+    if not table_exists(spark, path):
+        raise FileNotFoundError(f"{path}: run the sequences job first")
+    tonight = (
+        spark.read.format("delta").load(path).where(F.col(VALID_FROM_COL) == F.lit(ctx.run_date).cast("date"))
+    )
     # One row of checks per user, computed once from the arrays and validated from memory.
-    checks = sequence_checks(read_run(spark, ctx, "sequences"), ctx.config.pipeline.max_seq_len).persist()
+    checks = sequence_checks(tonight, ctx.config.pipeline.max_seq_len).persist()
     try:
+        users = checks.count()
+        if users == 0:
+            summary = {"users": 0, "parameters": parameters}
+            write_json(
+                spark, f"{ctx.validation_uri(suite.name)}.summary.json", _stamp(ctx, True, [], summary)
+            )
+            log.info("sequences gate %s: no sequence changed tonight", ctx.run_date)
+            return summary
         result = validate(checks, suite, parameters)
     finally:
         checks.unpersist()
-    summary = {"parameters": parameters}
+    summary = {"users": users, "parameters": parameters}
     save_results(spark, ctx, suite, result, summary)
     check(result, suite, f"run_date {ctx.run_date}", f"  results: {ctx.validation_uri(suite.name)}.json")
     return summary
@@ -342,8 +532,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.suite == RATINGS_SUITE:
         run_ratings_gate(spark, ctx)
     else:
-        if not table_exists(spark, ctx.table("sequences")):
-            raise FileNotFoundError(f"{ctx.table('sequences')}: run the sequences job first")
         run_sequences_gate(spark, ctx)
 
 

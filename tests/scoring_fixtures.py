@@ -37,18 +37,18 @@ def scoring_config(tmp_path: Path, *overrides: str):
 
 
 def write_lake(config, events: dict[int, list[tuple[int, int]]], max_seq_len: int) -> None:
-    """This date's sequences (tail of max_seq_len) and silver (every event) as Delta tables."""
+    """Sequences (tail of max_seq_len) and silver (every event) as Delta tables, valid from this date."""
     from deltalake import write_deltalake
 
     ratings = ratings_frame(events)
     write_sequences_delta(
-        build_sequences_table(ratings, run_date=DAY, max_seq_len=max_seq_len),
+        build_sequences_table(ratings, valid_from=DAY, max_seq_len=max_seq_len),
         Path(config.table_path("sequences")),
     )
     silver = pa.Table.from_pandas(ratings, preserve_index=False).append_column(
-        "run_date", pa.array([DAY] * len(ratings), pa.date32())
+        "valid_from", pa.array([DAY] * len(ratings), pa.date32())
     )
-    write_deltalake(config.table_path("ratings_silver"), silver, partition_by=["run_date"])
+    write_deltalake(config.table_path("ratings_silver"), silver, partition_by=["valid_from"])
 
 
 def save_model(config, item_ids: list[int], version: str = "ss4rec-test", seed: int = 0) -> str:

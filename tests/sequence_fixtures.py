@@ -24,7 +24,7 @@ from recsys.schema import ITEM_COL, TIMESTAMP_COL, USER_COL
 
 SEQUENCES_SCHEMA = pa.schema(
     [
-        ("run_date", pa.date32()),
+        ("valid_from", pa.date32()),
         ("user_id", pa.int64()),
         ("item_ids", pa.list_(pa.int64())),
         ("timestamps", pa.list_(pa.int64())),
@@ -47,11 +47,12 @@ def leave_one_out_split(n_events: int) -> list[int]:
 
 def build_sequences_table(
     ratings: pd.DataFrame,
-    run_date: dt.date = dt.date(2024, 1, 1),
+    valid_from: dt.date = dt.date(2024, 1, 1),
     max_seq_len: int = 200,
     session_gap_seconds: int = 1800,
 ) -> pa.Table:
-    """The ``sequences`` table of ``ratings`` (columns user_id, item_id, rating, timestamp)."""
+    """The ``sequences`` table of ``ratings`` (columns user_id, item_id, rating, timestamp): one
+    version per user, valid from ``valid_from``."""
     ordered = ratings.sort_values([USER_COL, TIMESTAMP_COL], kind="stable")
     rows: dict[str, list] = {name: [] for name in SEQUENCES_SCHEMA.names}
     for user_id, events in ordered.groupby(USER_COL, sort=True):
@@ -61,7 +62,7 @@ def build_sequences_table(
         sessions = np.cumsum(gaps > session_gap_seconds).astype(np.int32)
         split = np.asarray(leave_one_out_split(len(items)), dtype=np.int8)
         keep = slice(max(0, len(items) - max_seq_len), None)
-        rows["run_date"].append(run_date)
+        rows["valid_from"].append(valid_from)
         rows["user_id"].append(int(user_id))
         rows["item_ids"].append(items[keep].tolist())
         rows["timestamps"].append(times[keep].tolist())
@@ -96,10 +97,10 @@ def cycle_ratings(n_users: int = 40, n_items: int = 12, length: int = 14, seed: 
 
 
 def write_sequences_delta(table: pa.Table, path: Path) -> None:
-    """Append ``table`` to the Delta table at ``path``, partitioned by run_date."""
+    """Append ``table`` (versions) to the Delta table at ``path``, partitioned by valid_from."""
     from deltalake import write_deltalake
 
-    write_deltalake(str(path), table, mode="append", partition_by=["run_date"])
+    write_deltalake(str(path), table, mode="append", partition_by=["valid_from"])
 
 
 class TinySequentialModel(nn.Module):

@@ -34,9 +34,9 @@ def test_publish_partition_is_idempotent_and_isolated(spark, tmp_path: Path):
     other = with_run_date(
         spark.createDataFrame([(9, 90)], "user_id long, item_id long"), DAY - dt.timedelta(1)
     )
-    publish_slice(other, path, DAY - dt.timedelta(1), "run-a", {})
-    publish_slice(first, path, DAY, "run-b", {})
-    publish_slice(first, path, DAY, "run-c", {})  # rerun of the same date
+    publish_slice(other, path, {"run_date": DAY - dt.timedelta(1)}, "run-a")
+    publish_slice(first, path, {"run_date": DAY}, "run-b")
+    publish_slice(first, path, {"run_date": DAY}, "run-c")  # rerun of the same date
     assert (
         sorted(tuple(r) for r in read_partition(spark, path, DAY).select("user_id", "item_id").collect())
         == rows
@@ -49,7 +49,7 @@ def test_publish_partition_is_idempotent_and_isolated(spark, tmp_path: Path):
 def test_publish_requires_run_date_column(spark, tmp_path: Path):
     frame = spark.createDataFrame([(1,)], "user_id long")
     with pytest.raises(ValueError, match="no run_date column"):
-        publish_slice(frame, str(tmp_path / "t"), DAY, "run", {})
+        publish_slice(frame, str(tmp_path / "t"), {"run_date": DAY}, "run")
 
 
 def test_job_runs_under_spark_submit_with_its_master(tmp_path: Path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from expectations.gate import GateError, load_suite, row_predicates, tag_rows, validate
+from expectations.gate import Expectation, GateError, load_suite, row_predicates, tag_rows, validate
 from spark_jobs import ingest, silver
 from spark_jobs.common import RunContext, table_exists
 from spark_jobs.pipeline import run_pipeline
@@ -28,7 +28,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipeline"
 DAY = dt.date(2024, 1, 1)
 TAGGED = (
     "line_number long, user_id long, item_id long, rating double, timestamp long, "
-    "source_header string, parse_error string"
+    "drop_date date, parse_error string"
 )
 HEADER = "userId,movieId,rating,timestamp"
 
@@ -39,26 +39,27 @@ def _config(tmp_path, *overrides):
 
 def _bronze_like(spark):
     """Rows on, inside and outside every bound of the ratings suite, with nulls and a parse error."""
-    future = end_of_day(DAY)
+    future = end_of_day(DAY) + 300  # the end of the drop's day plus the configured clock skew
     rows = [
-        (1, 1, 10, 4.0, 1_000_000_000, HEADER, None),
-        (2, 1, 10, 0.5, 788_918_400, HEADER, None),  # both lower bounds exactly
-        (3, 1, 10, 5.0, future, HEADER, None),  # both upper bounds exactly
-        (4, 1, 10, 5.5, 1_000_000_000, HEADER, None),  # rating over the scale
-        (5, 1, 10, 0.0, 1_000_000_000, HEADER, None),  # rating under the scale
-        (6, 1, 10, 4.0, future + 1, HEADER, None),  # one second after the run date
-        (7, 1, 10, 4.0, 788_918_399, HEADER, None),  # before MovieLens
-        (8, 0, 10, 4.0, 1_000_000_000, HEADER, None),  # user id 0
-        (9, 1, -3, 9.0, 1_000_000_000, HEADER, None),  # bad item id and rating: first reason wins
-        (10, None, None, None, None, HEADER, "non_numeric_id"),  # parse error: nulls
-        (11, 2, None, 4.0, 1_000_000_000, HEADER, None),  # null without a parse error
+        (1, 1, 10, 4.0, 1_000_000_000, DAY, None),
+        (2, 1, 10, 0.5, 788_918_400, DAY, None),  # both lower bounds exactly
+        (3, 1, 10, 5.0, future, DAY, None),  # both upper bounds exactly
+        (4, 1, 10, 5.5, 1_000_000_000, DAY, None),  # rating over the scale
+        (5, 1, 10, 0.0, 1_000_000_000, DAY, None),  # rating under the scale
+        (6, 1, 10, 4.0, future + 1, DAY, None),  # one second past the drop's day and the skew
+        (7, 1, 10, 4.0, 788_918_399, DAY, None),  # before MovieLens
+        (8, 0, 10, 4.0, 1_000_000_000, DAY, None),  # user id 0
+        (9, 1, -3, 9.0, 1_000_000_000, DAY, None),  # bad item id and rating: first reason wins
+        (10, None, None, None, None, DAY, "non_numeric_id"),  # parse error: nulls
+        (11, 2, None, 4.0, 1_000_000_000, DAY, None),  # null without a parse error
+        (12, 3, 10, 4.0, future + 86400, DAY + dt.timedelta(days=1), None),  # a later drop's day: fine
     ]
     return spark.createDataFrame(rows, TAGGED)
 
 
 def test_gate_predicates_and_ge_flag_the_same_rows(spark):
     suite = load_suite("ratings")
-    parameters = ratings_parameters(_config(Path("/tmp")), DAY, "ratings.csv")
+    parameters = ratings_parameters(_config(Path("/tmp")))
     tagged = tag_bronze(_bronze_like(spark), suite, parameters)
     result = validate(
         tagged,
@@ -70,7 +71,7 @@ def test_gate_predicates_and_ge_flag_the_same_rows(spark):
     for item in result.results:
         config = item.expectation_config
         if config.meta.get("level") == "row":
-            name = f"{config.type}({config.kwargs['column']})"
+            name = Expectation(config.type, config.kwargs, config.meta).name
             by_ge[name] = sorted(i["line_number"] for i in item.result["unexpected_index_list"])
     by_predicate = {
         name: sorted(r["line_number"] for r in tagged.where(predicate).select("line_number").collect())
@@ -78,7 +79,8 @@ def test_gate_predicates_and_ge_flag_the_same_rows(spark):
     }
     assert by_ge == by_predicate
     assert by_predicate["expect_column_values_to_be_between(rating)"] == [4, 5, 9]
-    assert by_predicate["expect_column_values_to_be_between(timestamp)"] == [6, 7]
+    assert by_predicate["expect_column_values_to_be_between(timestamp)"] == [7]
+    assert by_predicate["future"] == [6]
     assert by_predicate["expect_column_values_to_not_be_null(item_id)"] == [10, 11]
 
     reasons = {r["line_number"]: r["reason"] for r in tagged.collect()}
@@ -88,19 +90,21 @@ def test_gate_predicates_and_ge_flag_the_same_rows(spark):
         3: None,
         4: "expect_column_values_to_be_between(rating)",
         5: "expect_column_values_to_be_between(rating)",
-        6: "expect_column_values_to_be_between(timestamp)",
+        6: "future",
         7: "expect_column_values_to_be_between(timestamp)",
         8: "expect_column_values_to_be_between(user_id)",
         9: "expect_column_values_to_be_between(item_id)",
         10: "non_numeric_id",
         11: "expect_column_values_to_not_be_null(item_id)",
+        12: None,
     }
 
 
 def test_tag_rows_without_prior_reason_uses_suite_order(spark):
     suite = load_suite("ratings")
-    parameters = ratings_parameters(_config(Path("/tmp")), DAY, "ratings.csv")
-    frame = spark.createDataFrame([(1, None, None, None, None, HEADER, "x")], TAGGED)
+    parameters = ratings_parameters(_config(Path("/tmp")))
+    frame = spark.createDataFrame([(1, None, None, None, None, DAY, "x")], TAGGED)
+    frame = frame.withColumn("seconds_after_drop_day", frame["timestamp"])
     row = tag_rows(frame, suite, parameters, "why", "q").first()
     assert (row["why"], row["q"]) == ("expect_column_values_to_not_be_null(user_id)", 1)
 
@@ -125,7 +129,7 @@ def test_row_level_expectations_must_have_a_predicate(tmp_path):
 
 
 def _assert_untouched_downstream(spark, ctx):
-    for table in ("ratings_silver", "sessions", "sequences", "ratings_run_stats"):
+    for table in ("ratings_silver", "sessions", "sequences", "ratings_run_stats", "ratings_drop_stats"):
         assert not table_exists(spark, ctx.table(table)), f"{table} must not be written by a failed run"
 
 
@@ -134,10 +138,11 @@ def test_planted_bad_batch_stops_the_run_before_silver(spark, tmp_path):
     with pytest.raises(GateError) as failure:
         run_pipeline(spark, ctx, [str(FIXTURES / "ratings_bad_batch.csv")], "ratings.csv")
     message = str(failure.value)
-    assert "expect_column_mean_to_be_between(is_quarantined)" in message
-    assert "observed 0.47" in message
+    assert "expect_column_values_to_be_between(quarantine_ratio)" in message
+    assert "drop 2024-01-01: rows 17, quarantine ratio 0.4706" in message
     assert "quarantined 8 (wrong_field_count 8)" in message
     assert "rows read 17" in message
+    assert ingest.read_ledger(spark, ctx)[DAY][0]["status"] == "ingested"  # not gated: retried next night
     # every line is kept: the 8 malformed ones in quarantine, with the results per run
     quarantine = spark.read.format("delta").load(ctx.table("ratings_quarantine"))
     assert quarantine.count() == 8
@@ -157,27 +162,38 @@ def test_schema_drift_in_the_header_stops_the_run(spark, tmp_path):
     ingest.run(spark, ctx, [str(FIXTURES / "ratings_drifted.csv")], "ratings.csv")
     with pytest.raises(GateError) as failure:
         run_ratings_gate(spark, ctx)
-    assert [f.name for f in failure.value.failures] == ["expect_column_values_to_be_in_set(source_header)"]
-    assert "3 of 3 rows unexpected" in str(failure.value)
-    assert "movieId,userId,rating,timestamp" in str(failure.value)
+    assert [f.name for f in failure.value.failures] == [
+        "expect_column_values_to_be_between(bad_header_files)"
+    ]
+    assert "header 'movieId,userId,rating,timestamp', expected 'userId,movieId,rating,timestamp'" in str(
+        failure.value
+    )
+    assert "ratings_drifted.csv" in str(failure.value)
 
 
-def test_row_count_collapse_versus_the_previous_run_stops_the_run(spark, tmp_path):
-    from recsys.delta import with_run_date
+def test_a_drop_collapsing_against_the_trailing_drops_stops_the_run(spark, tmp_path):
     from spark_jobs.common import publish_slice
 
-    config = _config(tmp_path, "pipeline.quarantine_max_ratio=0.5")
-    earlier, later = DAY - dt.timedelta(days=3), RunContext.for_date(config, DAY)
-    # The accounting rows of two earlier completed runs; the latest one before DAY counts.
-    for day, rows in ((earlier - dt.timedelta(days=1), 3), (earlier, 26)):
-        stats = spark.createDataFrame([(rows,)], "rows_read long")
-        publish_slice(with_run_date(stats, day), later.table("ratings_run_stats"), day, "seed", {})
-    ingest.run(spark, later, [str(FIXTURES / "ratings.inter")], "recbole-inter")
+    config = _config(tmp_path, "pipeline.quarantine_max_ratio=0.5", "pipeline.volume_min_ratio=0.2")
+    ctx = RunContext.for_date(config, DAY)
+    # The accounting rows of four earlier accepted drops; the oldest is the lake's first (the
+    # history load) and no reference, the three after it have a median of 26.
+    earlier = {DAY - dt.timedelta(days=n): rows for n, rows in ((4, 10_000), (3, 20), (2, 26), (1, 30))}
+    stats = spark.createDataFrame(list(earlier.items()), "drop_date date, rows_read long")
+    publish_slice(stats, ctx.table("ratings_drop_stats"), {"drop_date": list(earlier)}, "seed")
+    ledger = [
+        {c.split()[0]: None for c in ingest.LEDGER_SCHEMA.split(", ")} | {"drop_date": d, "status": "applied"}
+        for d in earlier
+    ]
+    ingest.write_ledger(spark, ctx, ledger)
+    ingest.run(spark, ctx, [str(FIXTURES / "ratings.inter")], "recbole-inter")
     with pytest.raises(GateError) as failure:
-        run_ratings_gate(spark, later)
-    assert [f.name for f in failure.value.failures] == ["expect_table_row_count_to_be_between"]
-    assert "observed 3" in str(failure.value)
-    assert "previous run read 26" in str(failure.value)
+        run_ratings_gate(spark, ctx)
+    assert [f.name for f in failure.value.failures] == ["expect_column_values_to_be_in_set(volume_ok)"]
+    # (the fixture's third line has an unparseable timestamp: a third of the drop, allowed here)
+    assert "drop 2024-01-01: rows 3, quarantine ratio 0.3333, volume 0.115 x the median 26 of 3 drops" in str(
+        failure.value
+    )
 
 
 SEQUENCE_ROW = (

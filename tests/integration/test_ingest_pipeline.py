@@ -9,7 +9,7 @@ import pytest
 
 from recsys.datasets.formats import FORMATS
 from spark_jobs import ingest
-from spark_jobs.common import RunContext, read_json
+from spark_jobs.common import RunContext
 from tests.conftest import config_with_lake, spark_submit
 
 pytestmark = pytest.mark.spark
@@ -159,9 +159,17 @@ def test_ingest_publishes_every_line_and_quarantines_parse_errors(spark, tmp_pat
         22: ("bad_encoding", "ingest", "5,\ufffdt\ufffd,4.0,1000000000"),
         23: ("empty_line", "ingest", ""),
     }
-    manifest = read_json(spark, f"{ctx.validation_uri(ingest.MANIFEST)}.json")
-    assert manifest["format"] == "ratings.csv"
-    assert list(manifest["headers"].values()) == ["userId,movieId,rating,timestamp"]
+    # the file was landed as the run date's drop, and the ledger records it
+    (row,) = ingest.read_ledger(spark, ctx)[DAY]
+    assert row["file"].endswith(f"/landing/ratings/{DAY.isoformat()}/ratings_small.csv")
+    assert (row["format"], row["header"], row["rows"], row["status"]) == (
+        "ratings.csv",
+        "userId,movieId,rating,timestamp",
+        26,
+        "ingested",
+    )
+    assert row["size"] == (FIXTURES / "ratings_small.csv").stat().st_size and len(row["sha256"]) == 64
+    assert {r["drop_date"] for r in bronze.collect()} == {DAY}
 
 
 def test_ingest_main_runs_under_spark_submit(tmp_path):
@@ -189,4 +197,6 @@ def test_ingest_main_runs_under_spark_submit(tmp_path):
 
     bronze = DeltaTable(str(lake / "ratings_bronze")).to_pyarrow_table()
     assert sorted(bronze.column("line_number").to_pylist()) == [1, 2, 3, 4]
-    assert [str(d) for d in set(bronze.column("run_date").to_pylist())] == [DAY.isoformat()]
+    assert [str(d) for d in set(bronze.column("drop_date").to_pylist())] == [DAY.isoformat()]
+    # a u.data file keeps no name that tells its format: it is landed under the format's name
+    assert (lake / "landing" / "ratings" / DAY.isoformat() / "u.data").exists()

@@ -1,4 +1,4 @@
-"""orchestration/nightly.py: a whole night on the embedded ML-100K, and its rerun."""
+"""orchestration/nightly.py: a whole night on the embedded ML-100K replayed as daily drops, and its rerun."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import hashlib
 import pytest
 
 from orchestration.nightly import run_night, sample
+from recsys.datasets.embedded import ml100k_path
+from recsys.datasets.replay import replay
 from tests.conftest import config_with_lake
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-DAY = dt.date(2026, 11, 24)
+DAY = dt.date(1998, 4, 22)  # ML-100K's last day: make run's default night
 
 
 def _content_hash(spark, path: str, drop: tuple[str, ...] = ()) -> str:
@@ -30,11 +32,18 @@ def test_a_night_publishes_recommendations_and_its_rerun_reuses_the_model(spark,
         "train.epochs=1",
         "train.batch_size=256",
     )
+    replay(
+        ml100k_path(),
+        "recbole-inter",
+        tmp_path / "lake" / "landing" / "ratings",
+        start=DAY - dt.timedelta(days=6),
+    )
     night = run_night(config, DAY)
+    assert night.pipeline_stats.total_rows_read == 100_000 and len(night.pipeline_stats.drops) == 8
     assert night.trained
     assert (night.scoring["users"], night.scoring["rows"]) == (943, 943 * 100)
     recommendations = spark.read.format("delta").load(config.table_path("recommendations"))
-    assert recommendations.where("run_date = DATE'2026-11-24'").select("user_id").distinct().count() == 943
+    assert recommendations.where("run_date = DATE'1998-04-22'").select("user_id").distinct().count() == 943
     (run,) = spark.read.format("delta").load(config.table_path("model_runs")).collect()
     assert run.model_version == night.model_version and run.scored and run.trained_tonight
     assert run.input_versions["sequences"] >= 0 and "test.production.ndcg@10" in run.metrics

@@ -85,7 +85,7 @@ def test_gate_quarantines_rows_with_the_expectation_name(spark, first_run):
     ctx, _ = first_run
     assert _where(spark, ctx, "ratings_quarantine", "line_number", "stage", "reason")[6:] == [
         (24, "gate", "expect_column_values_to_be_between(rating)"),
-        (25, "gate", "expect_column_values_to_be_between(timestamp)"),
+        (25, "gate", "future"),
         (26, "gate", "expect_column_values_to_be_between(timestamp)"),
         (27, "gate", "expect_column_values_to_be_between(user_id)"),
     ]
@@ -136,7 +136,7 @@ def test_tables_are_readable_without_a_jvm(first_run):
         assert DeltaTable(ctx.table(table)).to_pyarrow_table().num_rows > 0, table
     sequences = DeltaTable(ctx.table("sequences")).to_pyarrow_table()
     assert {f.name: str(f.type) for f in sequences.schema} == {
-        "run_date": "date32[day]",
+        "valid_from": "date32[day]",
         "user_id": "int64",
         "item_ids": "list<element: int64>",
         "timestamps": "list<element: int64>",

@@ -52,6 +52,16 @@ RECS_SCHEMA = (
     "is_fallback boolean, generated_at timestamp"
 )
 ITEMS_SCHEMA = "run_date date, item_id bigint, title string, year int, genres array<string>"
+SILVER_SCHEMA = "user_id bigint, item_id bigint, rating double, timestamp bigint, copies int, valid_from date"
+V1, V2, V3 = dt.date(2026, 11, 20), dt.date(2026, 11, 22), dt.date(2026, 11, 24)
+# Versions of ratings_silver: user 1 re-rates item 101 on V3; user 2 appears on V2.
+SILVER = [
+    (1, 101, 3.0, 1_700_000_000, 1, V1),
+    (1, 102, 4.0, 1_700_000_100, 1, V1),
+    (1, 103, 2.0, 1_700_500_000, 1, V2),
+    (1, 101, 5.0, 1_700_900_000, 2, V3),
+    (2, 101, 1.0, 1_700_400_000, 1, V2),
+]
 MODEL_RUNS_SCHEMA = (
     "run_date date, model_version string, model_name string, config_hash string, "
     "sequences_fingerprint string, input_versions map<string,bigint>, metrics map<string,double>, "
@@ -128,14 +138,20 @@ ITEMS = pd.DataFrame(
 def tables(spark, tmp_path_factory) -> dict[str, str]:
     """recommendations, items and model_runs for both nights, each night published like the jobs do."""
     lake = tmp_path_factory.mktemp("sql_lake")
-    paths = {name: str(lake / name) for name in ("recommendations", "items", "model_runs")}
+    paths = {name: str(lake / name) for name in ("recommendations", "items", "model_runs", "ratings_silver")}
+    silver = spark.createDataFrame(SILVER, SILVER_SCHEMA)
+    publish_slice(
+        silver, paths["ratings_silver"], {"valid_from": sorted({row[-1] for row in SILVER})}, "run-silver"
+    )
     for night in NIGHTS:
         for name, rows, schema in (
             ("recommendations", recommendation_rows(night), RECS_SCHEMA),
             ("items", item_rows(night), ITEMS_SCHEMA),
             ("model_runs", model_run_rows(night), MODEL_RUNS_SCHEMA),
         ):
-            publish_slice(spark.createDataFrame(rows, schema), paths[name], night, f"run-{night}", {})
+            publish_slice(
+                spark.createDataFrame(rows, schema), paths[name], {"run_date": night}, f"run-{night}"
+            )
     return paths
 
 
@@ -293,6 +309,14 @@ def expect_most_recommended(run_date: dt.date) -> pd.DataFrame:
     return frame[["run_date", "popularity_rank", "item_id", "title", "users_recommended", "share_of_users"]]
 
 
+def expect_ratings_as_of(user_id: int, as_of: dt.date) -> pd.DataFrame:
+    columns = [c.split()[0] for c in SILVER_SCHEMA.split(", ")]
+    versions = pd.DataFrame(SILVER, columns=columns)
+    versions = versions[(versions.user_id == user_id) & (versions.valid_from <= as_of)]
+    latest = versions.sort_values("valid_from").groupby(["user_id", "item_id"]).tail(1)
+    return latest.sort_values(["timestamp", "item_id"])[columns]
+
+
 # Every documented query: the parameter sets it is run with, and what it must return.
 CASES: dict[str, tuple[list[dict[str, Any]], Callable[..., pd.DataFrame]]] = {
     "latest_run": ([{}], expect_latest_run),
@@ -307,6 +331,15 @@ CASES: dict[str, tuple[list[dict[str, Any]], Callable[..., pd.DataFrame]]] = {
     ),
     "coverage": ([{"run_date": NIGHT_2}, {"run_date": NIGHT_1}], expect_coverage),
     "most_recommended": ([{"run_date": NIGHT_2}, {"run_date": NIGHT_1}], expect_most_recommended),
+    "ratings_as_of": (
+        [
+            {"user_id": 1, "as_of": V1},
+            {"user_id": 1, "as_of": V3 - dt.timedelta(days=1)},
+            {"user_id": 1, "as_of": V3},
+            {"user_id": 2, "as_of": V1},
+        ],
+        expect_ratings_as_of,
+    ),
 }
 
 
@@ -351,6 +384,14 @@ def test_query_same_rows_in_both_engines_and_expected(spark, tables, case):
 
 def test_hand_derived_numbers(tables):
     """The fixture's numbers worked out by hand (in the comments of RANKED), through DuckDB."""
+    as_of = duckdb_query(tables, "ratings_as_of", user_id=1, as_of=V3)
+    assert list(zip(as_of.item_id, as_of.rating, as_of.copies, strict=True)) == [
+        (102, 4.0, 1),
+        (103, 2.0, 1),
+        (101, 5.0, 2),
+    ]
+    assert duckdb_query(tables, "ratings_as_of", user_id=1, as_of=V2).rating.tolist() == [3.0, 4.0, 2.0]
+
     latest = duckdb_query(tables, "latest_run")
     assert set(latest.run_date) == {NIGHT_2}
     assert len(latest) == 4 * K
@@ -501,7 +542,7 @@ def test_rollback_restores_the_previous_run(spark, tmp_path: Path):
 
     def publish(night: dt.date, run_id: str, ranked: dict[int, list[int]] | None = None) -> None:
         frame = spark.createDataFrame(recommendation_rows(night, ranked), RECS_SCHEMA)
-        publish_slice(frame, path, night, run_id, {})
+        publish_slice(frame, path, {"run_date": night}, run_id)
 
     publish(NIGHT_1, "run-night-1")
     publish(NIGHT_2, "run-night-2")  # night A

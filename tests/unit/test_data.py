@@ -217,15 +217,38 @@ def test_saved_vocabulary_is_reused_and_must_cover_items(data: SequenceData) -> 
         SequenceData.from_arrow(table, item_vocab=smaller)
 
 
-def test_read_sequences_takes_one_run_date(tmp_path) -> None:
+def test_read_sequences_reads_each_users_latest_version_as_of_the_date(tmp_path) -> None:
     ratings = ratings_frame(EVENTS)
     path = tmp_path / "sequences"
-    write_sequences_delta(build_sequences_table(ratings, run_date=dt.date(2024, 1, 1)), path)
-    write_sequences_delta(build_sequences_table(ratings.iloc[:5], run_date=dt.date(2024, 1, 2)), path)
-    assert read_sequences(str(path), dt.date(2024, 1, 1)).num_rows == 4
-    assert read_sequences(str(path), dt.date(2024, 1, 2)).num_rows == 3  # users 7, 3 and 5
-    with pytest.raises(SequenceDataError, match="no sequences for run_date 2024-01-03"):
-        read_sequences(str(path), dt.date(2024, 1, 3))
+    first, second = dt.date(2024, 1, 1), dt.date(2024, 1, 3)
+    write_sequences_delta(build_sequences_table(ratings, valid_from=first), path)
+    # a later version of the users of the first five events (7, 3 and 5), with shorter histories
+    write_sequences_delta(build_sequences_table(ratings.iloc[:5], valid_from=second), path)
+
+    def state(day: dt.date) -> dict[int, tuple[dt.date, int]]:
+        table = read_sequences(str(path), day)
+        return {
+            u: (v, n)
+            for u, v, n in zip(
+                table["user_id"].to_pylist(),
+                table["valid_from"].to_pylist(),
+                table["n_events"].to_pylist(),
+                strict=True,
+            )
+        }
+
+    full = build_sequences_table(ratings).to_pydict()
+    later = build_sequences_table(ratings.iloc[:5]).to_pydict()
+    as_first = {u: (first, n) for u, n in zip(full["user_id"], full["n_events"], strict=True)}
+    assert state(first) == as_first
+    assert state(second - dt.timedelta(days=1)) == as_first  # the later version is not yet valid
+    assert state(second) == {
+        **as_first,
+        **{u: (second, n) for u, n in zip(later["user_id"], later["n_events"], strict=True)},
+    }
+    assert len(state(second)) == 4 and sorted(later["user_id"]) == [3, 5, 7]
+    with pytest.raises(SequenceDataError, match="no sequences as of 2023-12-31"):
+        read_sequences(str(path), dt.date(2023, 12, 31))
 
 
 def test_model_arguments_pass_users_only_where_accepted(data: SequenceData) -> None:

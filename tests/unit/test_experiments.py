@@ -82,7 +82,7 @@ def test_run_trained_trains_and_tests_a_model_on_the_configured_sequences(tmp_pa
     settings = Settings(max_len=20, epochs=5, patience=1, batch_size=8, lr=0.01)
     config = experiment_config(tmp_path, settings)
     # 40 items on a deterministic cycle: learnable, and popularity cannot guess the next item
-    table = build_sequences_table(cycle_ratings(n_users=30, n_items=40, length=12), run_date=RUN_DATE)
+    table = build_sequences_table(cycle_ratings(n_users=30, n_items=40, length=12), valid_from=RUN_DATE)
     write_sequences_delta(table, tmp_path / "lake" / "sequences")
     sasrec = run_trained("sasrec", 3, config, settings, tmp_path)
     pop = run_trained("pop", 3, config, settings, tmp_path)

@@ -142,7 +142,7 @@ def test_cli_trains_evaluates_and_saves_artifacts(tmp_path: Path, capsys: pytest
     ratings = cycle_ratings(n_users=16, n_items=8, length=8)
     run_date = dt.date(2024, 3, 1)
     sequences = tmp_path / "sequences"
-    write_sequences_delta(build_sequences_table(ratings, run_date=run_date), sequences)
+    write_sequences_delta(build_sequences_table(ratings, valid_from=run_date), sequences)
     common = [
         "--run-date",
         run_date.isoformat(),
@@ -172,7 +172,7 @@ def test_cli_trains_evaluates_and_saves_artifacts(tmp_path: Path, capsys: pytest
     model, vocab, config = load_trained_model(out)
     assert config.model.name == "sasrec" and not model.training
     data = SequenceData.from_arrow(
-        build_sequences_table(ratings, run_date=run_date), item_vocab=vocab["items"]
+        build_sequences_table(ratings, valid_from=run_date), item_vocab=vocab["items"]
     )
     batch = data.view("full").collate([0])
     top = model.full_sort_predict(batch.items, batch.timestamps, batch.lengths).argmax(dim=1)

@@ -1,0 +1,141 @@
+"""As-of reads of the versioned tables: ``ratings_silver``, ``sessions`` and ``sequences`` on a date.
+
+These tables are not copied every night. Each row is a *version* of one key, partitioned by
+``valid_from``, the date from which it holds:
+
+=================  ================  ==========================================================
+table              key               a version is written
+=================  ================  ==========================================================
+ratings_silver     user_id, item_id  for every drop date whose drop has a clean row of the key
+                                     (the key's rating after all drops up to that date)
+sessions           user_id           by the night that saw new events of the user (the user's
+                                     whole sessionized history as of that night, one row per event)
+sequences          user_id           likewise (the user's one sequence row)
+=================  ================  ==========================================================
+
+The state as of ``D`` is, for every key, the rows of its latest version with ``valid_from <= D``.
+Every version is complete for its key, so this read depends only on what the versions say, not
+on which nights happened to write them: a backfill of a past date reads exactly what the first
+run of that date read. ``docs/sql/ratings_as_of.sql`` is the same rule in SQL, for analysts.
+
+Both readers refuse a date before the table's retention horizon (table property
+:data:`HORIZON_PROPERTY`, set by ``spark_jobs/maintenance.py``), where superseded versions may
+be gone and the state can no longer be rebuilt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+VALID_FROM_COL = "valid_from"
+HORIZON_PROPERTY = "recsys.asOfHorizon"
+#: The key of each versioned table.
+AS_OF_KEYS: dict[str, tuple[str, ...]] = {
+    "ratings_silver": ("user_id", "item_id"),
+    "sessions": ("user_id",),
+    "sequences": ("user_id",),
+}
+
+
+class BeforeHorizonError(ValueError):
+    """An as-of read asked for a date whose superseded versions retention has removed."""
+
+
+def check_horizon(path: str, as_of: dt.date, horizon: str | None) -> None:
+    if horizon and as_of < dt.date.fromisoformat(horizon):
+        raise BeforeHorizonError(
+            f"{path}: cannot read the state as of {as_of.isoformat()}: retention keeps dates from "
+            f"{horizon} on ({HORIZON_PROPERTY}); raise pipeline.retention_days to keep older dates"
+        )
+
+
+def as_of_spark(
+    spark: SparkSession,
+    path: str,
+    as_of: dt.date,
+    keys: Sequence[str],
+    version: int | None = None,
+    within: DataFrame | None = None,
+) -> DataFrame:
+    """The Delta table at ``path`` as of ``as_of`` (at table ``version``, default the latest).
+
+    ``within``: a frame of key values (any subset of the key columns, e.g. ``user_id``); only
+    rows matching one are read, before the latest version of each key is chosen, so a read of
+    a few users costs a scan, not a shuffle of the whole table.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    table = reader.load(path)
+    detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
+    check_horizon(path, as_of, (detail["properties"] or {}).get(HORIZON_PROPERTY) if detail else None)
+    rows = table.where(F.col(VALID_FROM_COL) <= F.lit(as_of).cast("date"))
+    if within is not None:
+        rows = rows.join(F.broadcast(within), list(within.columns), "left_semi")
+    if len(_version_dates(table, as_of)) <= 1:
+        return rows  # one version date: every key has one version, nothing to choose
+    latest = rows.groupBy(*keys).agg(F.max(VALID_FROM_COL).alias(VALID_FROM_COL))
+    return rows.join(latest, [*keys, VALID_FROM_COL], "left_semi")
+
+
+def _version_dates(table: DataFrame, as_of: dt.date) -> set[dt.date | None]:
+    """The ``valid_from`` values <= ``as_of`` in the snapshot's file list (no data read)."""
+    return {d for d in dates_in_paths(table.inputFiles(), VALID_FROM_COL) if d is None or d <= as_of}
+
+
+def dates_in_paths(files: Iterable[str], column: str) -> set[dt.date | None]:
+    """The values of the date partition ``column`` in Hive-style file paths (None: a file outside one)."""
+    marker = f"/{column}="
+    dates: set[dt.date | None] = set()
+    for file in files:
+        start = file.find(marker)
+        dates.add(dt.date.fromisoformat(file[start + len(marker) :][:10]) if start >= 0 else None)
+    return dates
+
+
+def as_of_arrow(
+    path: str,
+    as_of: dt.date,
+    keys: Sequence[str],
+    columns: Sequence[str] | None = None,
+    version: int | None = None,
+) -> tuple[pa.Table, int]:
+    """(the Delta table at ``path`` as of ``as_of``, the table version read), via delta-rs, no JVM.
+
+    ``columns``: the columns to return (the keys and ``valid_from`` are read in any case).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    table = DeltaTable(path, version=version)
+    check_horizon(path, as_of, table.metadata().configuration.get(HORIZON_PROPERTY))
+    wanted = None if columns is None else list(dict.fromkeys([*keys, VALID_FROM_COL, *columns]))
+    rows = table.to_pyarrow_table(filters=[(VALID_FROM_COL, "<=", as_of)], columns=wanted)
+    if rows.num_rows and pc.count_distinct(rows[VALID_FROM_COL]).as_py() > 1:
+        latest = rows.group_by(list(keys)).aggregate([(VALID_FROM_COL, "max")])
+        latest = latest.rename_columns(
+            [VALID_FROM_COL if name == f"{VALID_FROM_COL}_max" else name for name in latest.column_names]
+        )
+        rows = _semi_join(rows, latest, [*keys, VALID_FROM_COL])
+    if columns is not None:
+        rows = rows.select(list(dict.fromkeys([*keys, *columns])))
+    return pa.table(rows), int(table.version())
+
+
+def _semi_join(rows: pa.Table, latest: pa.Table, on: list[str]) -> pa.Table:
+    """The rows of ``rows`` whose ``on`` values appear in ``latest``, in their original order."""
+    import pyarrow as pa
+
+    index = pa.array(range(rows.num_rows), pa.int64())
+    kept = rows.select(on).append_column("_row", index).join(latest, on, join_type="left semi")
+    return rows.take(kept["_row"].combine_chunks().sort()) if kept.num_rows else rows.slice(0, 0)
