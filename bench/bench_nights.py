@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_pipeline(spark, ctx)
                 wall = time.perf_counter() - start
             stats = asdict(result.stats)
+            drops = stats.pop("drops")
+            stats["drops"] = f"{drops[0]}..{drops[-1]} ({len(drops)})" if drops else "none"
             nights[name] = {
                 "run_date": run_date.isoformat(),
                 "drops": len(result.drops),

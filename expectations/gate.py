@@ -17,6 +17,7 @@ Results of every validation are kept as JSON and as a Data Docs HTML page
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -197,6 +198,19 @@ def tag_rows(
 # ---------------------------------------------------------------------------- validation
 
 
+@functools.cache
+def _context() -> Any:
+    """One ephemeral GE context per process (each validation adds its own uniquely named parts)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    # Per-metric progress bars would interleave with the job's logs; the stage is timed instead.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
 def validate(
     df: DataFrame,
     suite: Suite,
@@ -205,12 +219,8 @@ def validate(
 ) -> ExpectationSuiteValidationResult:
     """Validate ``df`` with GE 1.x (ephemeral context, Spark dataframe asset, whole-frame batch)."""
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral")
-    # Per-metric progress bars would interleave with the job's logs; the stage is timed instead.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    context = _context()
     label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
     batch_definition = (
         # persist=False: callers hand in frames they have cached (or that are cheap to rescan);

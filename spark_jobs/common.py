@@ -116,6 +116,9 @@ class TableLayout:
 
     stats_columns: tuple[str, ...] = ()
     plain_columns: tuple[str, ...] = ()
+    # False for the small bookkeeping tables: one file, replaced by predicate (not a partition
+    # per date, which costs a file per date on every read and write).
+    partitioned: bool = True
 
     @property
     def properties(self) -> dict[str, str]:
@@ -139,6 +142,8 @@ TABLE_LAYOUTS: dict[str, TableLayout] = {
     ),
     "sessions": TableLayout(stats_columns=("user_id",), plain_columns=("timestamp",)),
     "sequences": TableLayout(stats_columns=("user_id",), plain_columns=("timestamps.list.element",)),
+    "ingest_ledger": TableLayout(partitioned=False),
+    "ratings_drop_stats": TableLayout(partitioned=False),
 }
 
 
@@ -201,8 +206,8 @@ def publish(df: DataFrame, ctx: RunContext, table: str, where: Mapping[str, Any]
     path = ctx.table(table)
     layout = TABLE_LAYOUTS.get(table, TableLayout())
     where = dict(where) if where is not None else {RUN_DATE_COL: ctx.run_date}
-    ensure_table(df.sparkSession, path, df, list(where), layout, ctx.run_id)
-    publish_slice(df, path, where, ctx.run_id, layout.write_options)
+    ensure_table(df.sparkSession, path, df, list(where) if layout.partitioned else [], layout, ctx.run_id)
+    publish_slice(df, path, where, ctx.run_id, layout.write_options, partitioned=layout.partitioned)
     log.info("published %s for %s (%s)", table, _describe(where), path)
     return path
 
@@ -249,23 +254,31 @@ def publish_slice(
     where: Mapping[str, Any],
     run_id: str,
     options: Mapping[str, str] | None = None,
+    partitioned: bool = True,
 ) -> None:
     """Overwrite the rows of the slice ``where`` (partition column -> value or values) atomically.
 
     Two jobs can each own a slice of one table (ingest and gate in quarantine, by ``stage``).
     The frame must carry every column of ``where``; rows outside the slice are an error
-    (Delta checks replaceWhere), so a job can never overwrite what it does not own.
+    (Delta checks replaceWhere), so a job can never overwrite what it does not own. A slice of
+    several partition values is written one task per value (not one file per value per task);
+    an unpartitioned table is written as one file, its slice replaced by predicate.
     """
     missing = [column for column in where if column not in df.columns]
     if missing:
         raise ValueError(f"cannot publish to {path}: the frame has no {', '.join(missing)} column")
+    if not partitioned:
+        df = df.coalesce(1)
+    elif any(isinstance(value, (list, tuple, set, frozenset)) and len(value) > 1 for value in where.values()):
+        df = df.repartition(*where)
     writer = (
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", slice_predicate(where))
         .option("userMetadata", run_id)
-        .partitionBy(*where)
     )
+    if partitioned:
+        writer = writer.partitionBy(*where)
     for key, value in (options or {}).items():
         writer = writer.option(key, value)
     writer.save(path)

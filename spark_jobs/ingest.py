@@ -44,7 +44,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recsys.datasets.formats import FORMATS, RatingsFormat
 from spark_jobs.columns import (
@@ -110,8 +110,6 @@ LEDGER_SCHEMA = (
     "header string, rows long, status string, changed boolean, previous_sha256 string, "
     "night date, run_id string"
 )
-# The date folder of a landed file: .../<YYYY-MM-DD>/<name>
-_DROP_DIR = r"/(\d{4}-\d{2}-\d{2})/[^/]+$"
 
 _TEXT = "value"
 _BLOCK = "_block_start"
@@ -223,20 +221,13 @@ def parse_lines(lines: DataFrame, fmt: RatingsFormat, headers: dict[str, str] | 
     """
     from pyspark.sql import functions as F
 
-    if fmt.header is None or not headers:
-        header = F.lit(None).cast("string")
-    elif len(headers) == 1:
-        header = F.lit(normalise_header(next(iter(headers.values()))))
-    else:
-        by_file = sorted((file, normalise_header(text)) for file, text in headers.items())
-        header = F.try_element_at(
-            F.create_map(*[F.lit(x) for pair in by_file for x in pair]), F.col(SOURCE_FILE_COL)
-        )
+    texts = {file: normalise_header(text) for file, text in (headers or {}).items()}
+    lines = with_file_values(lines, "_header", "string", texts if fmt.header is not None else {})
     if fmt.header is not None:
         lines = lines.where(F.col(LINE_NUMBER_COL) > fmt.n_header_lines)
     # Staged projections: each intermediate (the split, each field, each cast) is computed
     # once per line, not once per use.
-    kept = (SOURCE_FILE_COL, LINE_NUMBER_COL, _TEXT)
+    kept = (SOURCE_FILE_COL, LINE_NUMBER_COL, _TEXT, "_header")
     split = lines.select(*kept, F.split(_TEXT, re.escape(fmt.separator), -1).alias("_fields"))
     fields = split.select(
         *kept,
@@ -274,7 +265,7 @@ def parse_lines(lines: DataFrame, fmt: RatingsFormat, headers: dict[str, str] | 
         SOURCE_FILE_COL,
         LINE_NUMBER_COL,
         F.make_valid_utf8(text).alias(RAW_COL),
-        header.cast("string").alias(SOURCE_HEADER_COL),
+        F.col("_header").alias(SOURCE_HEADER_COL),
         *RATINGS_COLUMNS,
         error.cast("string").alias(PARSE_ERROR_COL),
     )
@@ -287,6 +278,24 @@ def parse_lines(lines: DataFrame, fmt: RatingsFormat, headers: dict[str, str] | 
         *[F.when(~failed, F.col(c)).alias(c) for c in RATINGS_COLUMNS],
         PARSE_ERROR_COL,
     )
+
+
+def with_file_values(frame: DataFrame, column: str, type_name: str, values: dict[str, Any]) -> DataFrame:
+    """``frame`` with ``column``: the value of its row's ``source_file`` in ``values`` (null if absent).
+
+    A literal when every file has the same value, else one broadcast hash lookup per row (a
+    literal map, or a regex on the path, costs a scan or a match per row: minutes on 25M lines).
+    """
+    from pyspark.sql import functions as F
+
+    distinct = set(values.values())
+    if len(distinct) <= 1:
+        value = next(iter(distinct)) if distinct else None
+        return frame.withColumn(column, F.lit(value).cast(type_name))
+    lookup = frame.sparkSession.createDataFrame(
+        sorted(values.items()), f"{SOURCE_FILE_COL} string, {column} {type_name}"
+    )
+    return frame.join(F.broadcast(lookup), SOURCE_FILE_COL, "left")
 
 
 def expected_header(fmt: RatingsFormat) -> str | None:
@@ -553,9 +562,8 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     bronze = parts[0]
     for part in parts[1:]:
         bronze = bronze.unionByName(part)
-    bronze = bronze.withColumn(
-        DROP_DATE_COL, F.regexp_extract(F.col(SOURCE_FILE_COL), _DROP_DIR, 1).cast("date")
-    ).select(*BRONZE_COLUMNS)
+    dates = {_scanned_uri(spark, file.uri): plan.drop_date for plan in plans for file in plan.files}
+    bronze = with_file_values(bronze, DROP_DATE_COL, "date", dates).select(*BRONZE_COLUMNS)
     path = publish(bronze, ctx, "ratings_bronze", {DROP_DATE_COL: drops})
     # Read back (row groups without parse errors are skipped by their null counts) rather
     # than parse the text a second time.

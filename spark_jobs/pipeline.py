@@ -75,10 +75,18 @@ def run_pipeline(
 
     result.drops = stage("ingest", lambda: ingest.run(spark, ctx, paths, format_name)).drops
     result.ratings_gate = stage("ratings_gate", lambda: validate.run_ratings_gate(spark, ctx))
-    result.stats = stage("silver", lambda: silver.run(spark, ctx)).stats
-    # Sessions hand their published frame (persisted, partitioned by user) to sequences, which
-    # then needs no shuffle; run alone, the sequences job reads tonight's session versions.
-    sessions = stage("sessions", lambda: sessionize.run(spark, ctx, keep=True))
+    silver_output = stage("silver", lambda: silver.run(spark, ctx, keep=True))
+    result.stats = silver_output.stats
+    # On a first load silver hands its frame (the whole state, partitioned by user) to sessions,
+    # and sessions hand theirs to sequences: neither then needs a shuffle. Run alone, each job
+    # reads its input table.
+    try:
+        sessions = stage(
+            "sessions", lambda: sessionize.run(spark, ctx, keep=True, silver=silver_output.frame)
+        )
+    finally:
+        if silver_output.frame is not None:
+            silver_output.frame.unpersist()
     try:
         stage("sequences", lambda: sequences.run(spark, ctx, sessions))
     finally:

@@ -130,9 +130,13 @@ def touched_users(spark: SparkSession, ctx: RunContext) -> DataFrame | None:
     return silver.where(F.col(VALID_FROM_COL).isin(dates)).select(USER_COL).distinct()
 
 
-def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> DataFrame | None:
+def run(
+    spark: SparkSession, ctx: RunContext, keep: bool = False, silver: DataFrame | None = None
+) -> DataFrame | None:
     """Publish tonight's session versions (every changed user's history as of the run date).
 
+    ``silver``: the whole silver state as of the run date when the caller has it in hand (the
+    pipeline on a first load, partitioned by user); by default it is read (:mod:`recsys.asof`).
     With ``keep`` the published frame is returned persisted (partitioned by user, so the
     sequences stage needs no shuffle); the caller unpersists it.
     """
@@ -142,9 +146,10 @@ def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> DataFrame |
     if users is not None:
         users = users.persist()
         log.info("sessions %s: %s users with new events", ctx.run_date, f"{users.count():,}")
-    silver = as_of_spark(
-        spark, ctx.table("ratings_silver"), ctx.run_date, AS_OF_KEYS["ratings_silver"], within=users
-    )
+    if silver is None or users is not None:
+        silver = as_of_spark(
+            spark, ctx.table("ratings_silver"), ctx.run_date, AS_OF_KEYS["ratings_silver"], within=users
+        )
     events = silver.select(USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL)
     sessions = sessionize(events, ctx.config.pipeline.session_gap_seconds)
     sessions = with_run_date(sessions, ctx.run_date, VALID_FROM_COL).select(*SESSION_COLUMNS)

@@ -112,6 +112,8 @@ _BEFORE_ANY_DROP = "0001-01-01"
 ADDS_LINES_COL = "adds_lines"
 _WINNER = "_winner"
 _LINES = "_lines"
+# Lines of the version's drop dated before the drop's day (late), carried for the drop stats.
+_LATE = "_late_lines"
 
 
 class AccountingError(RuntimeError):
@@ -186,64 +188,70 @@ class RunStats:
                 )
 
 
-def local_winners(clean: DataFrame) -> DataFrame:
-    """Per (key, drop): the row the dedup policy keeps among the drop's own rows, and how many lines."""
-    from pyspark.sql import functions as F
-
-    return clean.groupBy(*KEY, DROP_DATE_COL).agg(
-        F.max(F.struct(TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RATING_COL)).alias(_WINNER),
-        F.count(F.lit(1)).alias(_LINES),
-    )
-
-
 def versions(clean: DataFrame, previous: DataFrame | None) -> DataFrame:
-    """Silver versions (plus ``repeats_previous_key``) for every (key, drop) of ``clean``.
+    """Silver versions (plus the suite's check columns) for every (key, drop) of ``clean``.
 
     ``clean``: the clean rows (key, rating, timestamp, source_file, line_number, drop_date) of
     the drops being applied; ``previous``: the versions of their keys before the first of them
-    (as of the day before), or None. One shuffle by key: the running maximum of the winners and
-    the running sum of lines, in drop order, with the previous state first.
+    (as of the day before), or None. One shuffle by user and one sort, by (key, drop, the dedup
+    order): a running maximum of the rows (the dedup policy) and a running sum of their lines,
+    with the previous state first as a row standing for its ``copies`` lines; each key's last
+    row of a drop is its version after that drop.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    per_drop = local_winners(clean)
+    winner = F.struct(TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RATING_COL)
+    rows = clean.select(
+        *KEY,
+        DROP_DATE_COL,
+        winner.alias(_WINNER),
+        F.lit(1).cast("long").alias(_LINES),
+        (F.col(TIMESTAMP_COL) < day_start(DROP_DATE_COL)).cast("long").alias(_LATE),
+    )
+    before_any = F.lit(_BEFORE_ANY_DROP).cast("date")
     if previous is not None:
-        per_drop = per_drop.unionByName(
+        rows = rows.unionByName(
             previous.select(
                 *KEY,
-                F.lit(_BEFORE_ANY_DROP).cast("date").alias(DROP_DATE_COL),
-                F.struct(TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RATING_COL).alias(_WINNER),
-                F.col(COPIES_COL).alias(_LINES),
+                before_any.alias(DROP_DATE_COL),
+                winner.alias(_WINNER),
+                F.col(COPIES_COL).cast("long").alias(_LINES),
+                F.lit(0).cast("long").alias(_LATE),
             )
         )
-    # Hash-partitioned by user: the (user, item) window needs no further shuffle, and sessions
-    # built from these rows in the same process none either.
-    history = Window.partitionBy(*KEY).orderBy(DROP_DATE_COL)
+    # Hash-partitioned by user: the windows need no further shuffle, and sessions built from
+    # these rows in the same process none either.
+    history = Window.partitionBy(*KEY).orderBy(DROP_DATE_COL, _WINNER)
     so_far = history.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    running = per_drop.repartition(USER_COL).select(
+    in_drop = Window.partitionBy(*KEY, DROP_DATE_COL)
+    running = rows.repartition(USER_COL).select(
         *KEY,
         DROP_DATE_COL,
         F.max(_WINNER).over(so_far).alias(_WINNER),
         F.sum(_LINES).over(so_far).alias(COPIES_COL),
-        F.col(_LINES),
-        F.coalesce(F.lag(DROP_DATE_COL).over(history) == F.col(DROP_DATE_COL), F.lit(False)).alias(
-            REPEATED_KEY_COL
-        ),
+        F.sum(_LINES).over(in_drop).alias(_LINES),
+        F.sum(_LATE).over(in_drop).alias(_LATE),
+        F.lead(DROP_DATE_COL).over(history).alias("_next_drop"),
     )
-    winner = F.col(_WINNER)
-    return running.where(F.col(DROP_DATE_COL) != F.lit(_BEFORE_ANY_DROP).cast("date")).select(
+    last_of_drop = F.col("_next_drop").isNull() | (F.col("_next_drop") != F.col(DROP_DATE_COL))
+    kept = running.where(last_of_drop & (F.col(DROP_DATE_COL) != before_any))
+    # The suite's duplicates check, on the versions themselves (their order needs no new sort).
+    previous_drop = F.lag(DROP_DATE_COL).over(Window.partitionBy(*KEY).orderBy(DROP_DATE_COL))
+    best = F.col(_WINNER)
+    return kept.select(
         F.col(USER_COL).cast("long").alias(USER_COL),
         F.col(ITEM_COL).cast("long").alias(ITEM_COL),
-        winner[RATING_COL].alias(RATING_COL),
-        winner[TIMESTAMP_COL].alias(TIMESTAMP_COL),
-        winner[SOURCE_FILE_COL].alias(SOURCE_FILE_COL),
-        winner[LINE_NUMBER_COL].alias(LINE_NUMBER_COL),
+        best[RATING_COL].alias(RATING_COL),
+        best[TIMESTAMP_COL].alias(TIMESTAMP_COL),
+        best[SOURCE_FILE_COL].alias(SOURCE_FILE_COL),
+        best[LINE_NUMBER_COL].alias(LINE_NUMBER_COL),
         F.col(COPIES_COL).cast("int").alias(COPIES_COL),
         (F.col(COPIES_COL) - F.col(_LINES)).cast("int").alias(PREVIOUS_COPIES_COL),
         F.col(DROP_DATE_COL).alias(VALID_FROM_COL),
-        REPEATED_KEY_COL,
+        F.coalesce(previous_drop == F.col(DROP_DATE_COL), F.lit(False)).alias(REPEATED_KEY_COL),
         (F.col(_LINES) > 0).alias(ADDS_LINES_COL),
+        F.col(_LATE),
     )
 
 
@@ -266,11 +274,21 @@ def clean_rows(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -
     )
 
 
-def apply_drops(spark: SparkSession, ctx: RunContext, pending: Sequence[dt.date]) -> list[dt.date]:
-    """Write the silver versions of ``pending`` (and, for a correction, of the applied drops after it).
+@dataclass
+class Applied:
+    """What :func:`apply_drops` wrote: the drop dates rewritten, the versions' counts per drop
+    (None when a correction kept earlier versions), and, with ``keep`` on a first load, the
+    versions frame (then the whole state as of the date; persisted, the caller unpersists it)."""
 
-    Returns the drop dates whose partitions were rewritten.
-    """
+    drops: list[dt.date]
+    counted: dict[dt.date, dict[str, int]] | None
+    frame: DataFrame | None = None
+
+
+def apply_drops(
+    spark: SparkSession, ctx: RunContext, pending: Sequence[dt.date], keep: bool = False
+) -> Applied:
+    """Write the silver versions of ``pending`` (and, for a correction, of the applied drops after it)."""
     from pyspark.sql import functions as F
 
     path = ctx.table("ratings_silver")
@@ -294,8 +312,8 @@ def apply_drops(spark: SparkSession, ctx: RunContext, pending: Sequence[dt.date]
         )
     previous = None
     if exists:
-        before = first - dt.timedelta(days=1)
-        previous = as_of_spark(spark, path, before, KEY, within=clean.select(*KEY).distinct())
+        clean = clean.persist()
+        previous = previous_versions(spark, path, first - dt.timedelta(days=1), clean.select(*KEY).distinct())
     frame = versions(clean, previous).persist()
     try:
         suite = load_suite(SILVER_SUITE)
@@ -306,13 +324,67 @@ def apply_drops(spark: SparkSession, ctx: RunContext, pending: Sequence[dt.date]
         if kept is not None:
             out = out.unionByName(kept.select(*SILVER_COLUMNS))
         publish(out, ctx, "ratings_silver", {VALID_FROM_COL: rebuilt})
-    finally:
+        counted = None if kept is not None else version_counts(frame)
+    except BaseException:
         frame.unpersist()
-    return rebuilt
+        raise
+    finally:
+        clean.unpersist()
+    whole_state = keep and not exists and len(rebuilt) == 1
+    if not whole_state:
+        frame.unpersist()
+    return Applied(rebuilt, counted, frame if whole_state else None)
 
 
-def drop_stats(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> list[DropStats]:
-    """The accounting of ``drops``, each term counted from its own table; checked."""
+def previous_versions(spark: SparkSession, path: str, before: dt.date, keys: DataFrame) -> DataFrame | None:
+    """The silver versions (as of ``before``) of the ``keys`` that have one; None when none has.
+
+    Two steps: the keys alone are probed first (two columns of the table), and only when some
+    key existed before (a re-rating, rare in MovieLens) are whole rows read for the keys found.
+    """
+    from pyspark.sql import functions as F
+
+    known = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col(VALID_FROM_COL) <= F.lit(before).cast("date"))
+        .select(*KEY)
+        .join(F.broadcast(keys), list(KEY), "left_semi")
+        .distinct()
+        .collect()
+    )
+    if not known:
+        return None
+    found = spark.createDataFrame([tuple(row) for row in known], "user_id long, item_id long")
+    return as_of_spark(spark, path, before, KEY, within=found)
+
+
+def version_counts(frame: DataFrame) -> dict[dt.date, dict[str, int]]:
+    """Per drop date of a frame of versions: new keys, clean lines, users (and late lines, if it has them)."""
+    from pyspark.sql import functions as F
+
+    counts = {
+        "new_keys": F.sum((F.col(PREVIOUS_COPIES_COL) == 0).cast("long")),
+        "clean": F.sum(F.col(COPIES_COL) - F.col(PREVIOUS_COPIES_COL)),
+        "users": F.countDistinct(USER_COL),
+    }
+    if _LATE in frame.columns:
+        counts["late"] = F.sum(_LATE)
+    rows = frame.groupBy(VALID_FROM_COL).agg(*[c.alias(name) for name, c in counts.items()]).collect()
+    return {row[VALID_FROM_COL]: {name: int(row[name] or 0) for name in counts} for row in rows}
+
+
+def drop_stats(
+    spark: SparkSession,
+    ctx: RunContext,
+    drops: Sequence[dt.date],
+    counted: dict[dt.date, dict[str, int]] | None = None,
+) -> list[DropStats]:
+    """The accounting of ``drops``, each term counted on its own (bronze, quarantine, the versions); checked.
+
+    ``counted``: the versions' counts per drop as :func:`apply_drops` returns them (else they are
+    counted on the published table).
+    """
     from pyspark.sql import functions as F
 
     drops = list(drops)
@@ -328,26 +400,19 @@ def drop_stats(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -
         .count()
         .collect()
     )
-    silver = (
-        spark.read.format("delta")
-        .load(ctx.table("ratings_silver"))
-        .where(F.col(VALID_FROM_COL).isin(drops))
-        .groupBy(VALID_FROM_COL)
-        .agg(
-            F.sum((F.col(PREVIOUS_COPIES_COL) == 0).cast("long")).alias("new_keys"),
-            F.sum(F.col(COPIES_COL) - F.col(PREVIOUS_COPIES_COL)).alias("clean"),
-            F.countDistinct(USER_COL).alias("users"),
+    if counted is None:
+        # Counted again from the published versions, and late lines from bronze.
+        silver = spark.read.format("delta").load(ctx.table("ratings_silver"))
+        counted = version_counts(silver.where(F.col(VALID_FROM_COL).isin(drops)))
+        late = dict(
+            clean_rows(spark, ctx, drops)
+            .where(F.col(TIMESTAMP_COL) < day_start(DROP_DATE_COL))
+            .groupBy(DROP_DATE_COL)
+            .count()
+            .collect()
         )
-        .collect()
-    )
-    by_version = {row[VALID_FROM_COL]: row for row in silver}
-    late = dict(
-        clean_rows(spark, ctx, drops)
-        .where(F.col(TIMESTAMP_COL) < day_start(DROP_DATE_COL))
-        .groupBy(DROP_DATE_COL)
-        .count()
-        .collect()
-    )
+        for drop, values in counted.items():
+            values["late"] = int(late.get(drop, 0))
     stats = []
     for drop in drops:
         stages = {"ingest": 0, "gate": 0}
@@ -356,9 +421,8 @@ def drop_stats(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -
             if row[DROP_DATE_COL] == drop:
                 stages[row[STAGE_COL]] = stages.get(row[STAGE_COL], 0) + int(row["count"])
                 reasons[row[REASON_COL]] = reasons.get(row[REASON_COL], 0) + int(row["count"])
-        version = by_version.get(drop)
-        new_keys = int(version["new_keys"]) if version else 0
-        clean = int(version["clean"]) if version else 0
+        version = counted.get(drop, {})
+        new_keys, clean = version.get("new_keys", 0), version.get("clean", 0)
         one = DropStats(
             drop_date=drop,
             rows_read=int(read.get(drop, 0)),
@@ -367,8 +431,8 @@ def drop_stats(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -
             quarantined_by_reason=dict(sorted(reasons.items())),
             new_keys=new_keys,
             duplicates=clean - new_keys,
-            late=int(late.get(drop, 0)),
-            users=int(version["users"]) if version else 0,
+            late=version.get("late", 0),
+            users=version.get("users", 0),
         )
         one.check()
         stats.append(one)
@@ -431,8 +495,8 @@ def run_stats(spark: SparkSession, ctx: RunContext) -> RunStats:
     for row in tonight:
         for reason, n in (row["quarantined_by_reason"] or {}).items():
             reasons[reason] = reasons.get(reason, 0) + int(n)
-    users = 0
-    if tonight and table_exists(spark, ctx.table("ratings_silver")):
+    users = int(tonight[0]["users"]) if len(tonight) == 1 else 0
+    if len(tonight) > 1 and table_exists(spark, ctx.table("ratings_silver")):
         users = (
             spark.read.format("delta")
             .load(ctx.table("ratings_silver"))
@@ -486,24 +550,32 @@ class SilverOutput:
     stats: RunStats
     # Drop dates whose silver versions this night (re)wrote.
     applied: list[dt.date]
+    # With run(keep=True) on a first load: the whole silver state as of the date, persisted and
+    # partitioned by user (sessions then need no shuffle); the caller unpersists it.
+    frame: DataFrame | None = None
 
 
-def run(spark: SparkSession, ctx: RunContext) -> SilverOutput:
+def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutput:
     """Apply tonight's gated drops to silver; publish their drop stats and the night's run stats."""
     require_gate_passed(spark, ctx, RATINGS_SUITE)
     pending = drops_with_status(spark, ctx, GATED)
-    applied: list[dt.date] = []
+    applied = Applied([], None)
     if pending:
-        applied = apply_drops(spark, ctx, pending)
-        publish_drop_stats(spark, ctx, drop_stats(spark, ctx, applied))
-        set_status(spark, ctx, applied, APPLIED)
+        applied = apply_drops(spark, ctx, pending, keep=keep)
+        try:
+            publish_drop_stats(spark, ctx, drop_stats(spark, ctx, applied.drops, applied.counted))
+            set_status(spark, ctx, applied.drops, APPLIED)
+        except BaseException:
+            if applied.frame is not None:
+                applied.frame.unpersist()
+            raise
     stats = run_stats(spark, ctx)
     publish_run_stats(spark, ctx, stats)
     log.info(
         "silver %s: %d drops applied; tonight read %s, quarantined %s, duplicates %s, new keys %s, late %s; "
         "as of %s: %s ratings",
         ctx.run_date,
-        len(applied),
+        len(applied.drops),
         f"{stats.rows_read:,}",
         f"{stats.rows_quarantined:,}",
         f"{stats.duplicates_removed:,}",
@@ -512,7 +584,7 @@ def run(spark: SparkSession, ctx: RunContext) -> SilverOutput:
         ctx.run_date,
         f"{stats.total_rows_silver:,}",
     )
-    return SilverOutput(stats, applied)
+    return SilverOutput(stats, applied.drops, applied.frame)
 
 
 def nights_applying(spark: SparkSession, ctx: RunContext) -> list[dt.date]:
