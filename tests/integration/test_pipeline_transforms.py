@@ -1,12 +1,14 @@
-"""Silver dedup, sessionize, k-core and sequences on tiny hand-made DataFrames."""
+"""Silver versions (the dedup policy across drops), sessionize, k-core and sequences on tiny frames."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import pytest
 
 from spark_jobs.sequences import build_sequences, kcore
 from spark_jobs.sessionize import sessionize
-from spark_jobs.silver import deduplicate
+from spark_jobs.silver import SILVER_COLUMNS, versions
 
 pytestmark = pytest.mark.spark
 
@@ -33,16 +35,55 @@ def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spa
         (4, 40, 1.0, 100, "a", 9),
         (4, 40, 2.0, 100, "b", 1),  # equal timestamp in a later file
     ]
-    kept = {
-        (r["user_id"], r["item_id"]): (r["rating"], r["timestamp"], r["line_number"], r["copies"])
-        for r in deduplicate(spark.createDataFrame(rows, RATINGS)).collect()
-    }
-    assert kept == {
+    first = _versions(spark, rows, DAY_1)
+    assert {key: value[:4] for key, value in first.items()} == {
         (1, 10): (2.0, 500, 3, 3),
         (3, 31): (4.5, 700, 6, 2),
         (3, 30): (4.0, 100, 8, 2),
         (2, 20): (4.0, 100, 5, 1),
         (4, 40): (2.0, 100, 1, 2),
+    }
+    assert {value[4:] for value in first.values()} == {(0, DAY_1, False, True)}  # all new keys
+
+
+DAY_1, DAY_2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
+
+
+def _versions(spark, rows, day, previous=None):
+    from pyspark.sql import functions as F
+
+    clean = spark.createDataFrame(rows, RATINGS).withColumn("drop_date", F.lit(day).cast("date"))
+    frame = versions(clean, previous)
+    return {
+        (r["user_id"], r["item_id"]): (
+            r["rating"],
+            r["timestamp"],
+            r["line_number"],
+            r["copies"],
+            r["previous_copies"],
+            r["valid_from"],
+            r["repeats_previous_key"],
+            r["adds_lines"],
+        )
+        for r in frame.collect()
+    }
+
+
+def test_a_later_drop_versions_only_its_keys_against_their_previous_state(spark):
+    from pyspark.sql import functions as F
+
+    day_1 = [(1, 10, 2.0, 500, "d1", 3), (2, 20, 4.0, 100, "d1", 5), (2, 20, 4.0, 100, "d1", 6)]
+    clean_1 = spark.createDataFrame(day_1, RATINGS).withColumn("drop_date", F.lit(DAY_1).cast("date"))
+    previous = versions(clean_1, None).select(*SILVER_COLUMNS)
+    day_2 = [
+        (1, 10, 1.0, 400, "d2", 1),  # a re-rating dated before the kept one: the old rating stays
+        (2, 20, 3.0, 900, "d2", 2),  # a later re-rating: it wins
+        (5, 50, 4.0, 100, "d2", 3),  # a new key
+    ]
+    assert _versions(spark, day_2, DAY_2, previous) == {
+        (1, 10): (2.0, 500, 3, 2, 1, DAY_2, False, True),
+        (2, 20): (3.0, 900, 2, 3, 2, DAY_2, False, True),
+        (5, 50): (4.0, 100, 3, 1, 0, DAY_2, False, True),
     }
 
 
