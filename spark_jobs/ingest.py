@@ -540,29 +540,25 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     from recsys.datasets.formats import format_for
 
     drops = [plan.drop_date for plan in plans]
-    by_format: dict[str, list[LandedFile]] = {}
+    formats: dict[str, str] = {}  # file URI -> format name
     for plan in plans:
         for file in plan.files:
             try:
-                fmt = format_for(file.name)
+                formats[file.uri] = format_for(file.name).name
             except ValueError as exc:
                 raise ValueError(f"{file.uri}: {exc}; landed files are named like their format") from None
-            by_format.setdefault(fmt.name, []).append(file)
-    headers = {
-        file.uri: first_line(spark, file.uri)
-        for name, files in by_format.items()
-        if FORMATS[name].header is not None
-        for file in files
-    }
+    scanned = {uri: _scanned_uri(spark, uri) for uri in formats}
+    # First lines by scanned URI, the key of parse_lines and of the scan's source_file column.
+    headers = file_headers(spark, [uri for uri, name in formats.items() if FORMATS[name].header is not None])
     parts = []
-    for name, files in sorted(by_format.items()):
-        uris = [file.uri for file in files]
-        scanned = {_scanned_uri(spark, uri): headers[uri] for uri in uris if headers.get(uri) is not None}
-        parts.append(parse_lines(read_lines(spark, uris), FORMATS[name], scanned))
+    for name in sorted(set(formats.values())):
+        uris = [uri for uri, fmt in formats.items() if fmt == name]
+        own = {scanned[uri]: headers[scanned[uri]] for uri in uris if scanned[uri] in headers}
+        parts.append(parse_lines(read_lines(spark, uris), FORMATS[name], own))
     bronze = parts[0]
     for part in parts[1:]:
         bronze = bronze.unionByName(part)
-    dates = {_scanned_uri(spark, file.uri): plan.drop_date for plan in plans for file in plan.files}
+    dates = {scanned[file.uri]: plan.drop_date for plan in plans for file in plan.files}
     bronze = with_file_values(bronze, DROP_DATE_COL, "date", dates).select(*BRONZE_COLUMNS)
     path = publish(bronze, ctx, "ratings_bronze", {DROP_DATE_COL: drops})
     # Read back (row groups without parse errors are skipped by their null counts) rather
@@ -573,18 +569,17 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     ledger = []
     for plan in plans:
         for file in plan.files:
-            scanned = _scanned_uri(spark, file.uri)
-            header = headers.get(file.uri)
+            header = headers.get(scanned[file.uri])
             ledger.append(
                 {
                     DROP_DATE_COL: plan.drop_date,
                     "file": file.uri,
-                    "format": format_for(file.name).name,
+                    "format": formats[file.uri],
                     "size": file.size,
                     "modified_ms": file.modified_ms,
                     "sha256": plan.checksums.get(file.uri) or sha256(spark, file.uri),
                     "header": None if header is None else normalise_header(header),
-                    "rows": int(rows.get(scanned, 0)),
+                    "rows": int(rows.get(scanned[file.uri], 0)),
                     "status": INGESTED,
                     "changed": plan.reason == "changed",
                     "previous_sha256": plan.previous.get(file.uri),
