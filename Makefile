@@ -1,6 +1,8 @@
 # MovieLens RecSys — every target does its own set-up, idempotently.
-#   make run    one nightly run end to end on the embedded ML-100K
+#   make run    one nightly run end to end on the embedded ML-100K (the Airflow DAG, `airflow dags test`)
 #   make test   the whole test suite
+#   make backfill FROM=1998-04-16 TO=1998-04-22   the DAG for each date in order (local SQLite profile)
+#   make airflow                                  Airflow locally: api-server, scheduler, dag-processor
 #   make bench  benchmarks (print + JSON under bench/results/)
 #   make lint   ruff + hadolint (Dockerfiles)
 
@@ -16,8 +18,17 @@ DELTA_JAR := .cache/ivy/jars/io.delta_delta-spark_4.2_2.13-4.4.0.jar
 RUN_DATE ?= 1998-04-22
 REPLAY_START ?= 1998-04-16
 PYTEST_ARGS ?=
+# Airflow: metadata DB (SQLite) and logs under airflow_home/ (git-ignored); the profile's
+# connections come from configs/airflow/$(PROFILE).env as AIRFLOW_CONN_* environment.
+PROFILE ?= local
+AIRFLOW_HOME ?= $(CURDIR)/airflow_home
+AIRFLOW_PORT ?= 8080
+AIRFLOW_ENV := set -a && source configs/airflow/$(PROFILE).env && set +a && \
+	export AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False RECSYS_PROFILE=$(PROFILE) PATH=$(CURDIR)/$(VENV)/bin:$$PATH &&
+AIRFLOW_DB := $(AIRFLOW_HOME)/.db-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test bench lint venv jars lock clean maintain
+.PHONY: run test bench lint venv jars lock clean maintain airflow-db backfill airflow
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
@@ -26,6 +37,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]" --config-settings editable_mode=compat
 	# recbole's own pins conflict with this tree; its imports are patched in model/recbole_compat.py
 	$(PY) -m pip install --quiet --no-deps recbole==1.2.1
+	# The Spark provider's 6.x depends on pyspark-client, which would replace the pinned pyspark:
+	# installed without its dependencies (the ones it uses are in the tree already).
+	$(PY) -m pip install --quiet --no-deps apache-airflow-providers-apache-spark==6.3.4
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -33,9 +47,37 @@ jars: $(DELTA_JAR)
 $(DELTA_JAR): | $(STAMP)
 	$(PY) -m recsys.spark --resolve-jars
 
-run: venv jars
+airflow-db: $(AIRFLOW_DB)
+$(AIRFLOW_DB): | $(STAMP)
+	$(AIRFLOW_ENV) airflow db migrate >/dev/null && \
+	airflow pools set "$$($(PY) -c 'from recsys.config import load_config; print(load_config().orchestration.gpu_pool)')" \
+		1 "one GPU: training, evaluation and scoring take turns" >/dev/null
+	touch $@
+
+# One night: replay ML-100K into the landing zone, run the DAG for RUN_DATE, print what it made.
+run: venv jars airflow-db
 	$(PY) -m recsys.datasets replay ml-100k --start $(REPLAY_START) --until $(RUN_DATE)
+	$(AIRFLOW_ENV) airflow dags test recsys_nightly $(RUN_DATE) > $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log 2>&1 \
+		|| { tail -n 60 $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log; exit 1; }
 	$(PY) -m orchestration.nightly --run-date $(RUN_DATE)
+
+# The DAG for each date FROM..TO in order (SQLite allows no concurrent backfill runs).
+FROM ?= $(REPLAY_START)
+TO ?= $(RUN_DATE)
+backfill: venv jars airflow-db
+	$(PY) -m recsys.datasets replay ml-100k --start $(REPLAY_START) --until $(TO)
+	for day in $$($(PY) -c 'import datetime as d, sys; a, b = map(d.date.fromisoformat, sys.argv[1:]); \
+		print(*(a + d.timedelta(n) for n in range((b - a).days + 1)))' $(FROM) $(TO)); do \
+		echo "recsys_nightly $$day"; \
+		$(AIRFLOW_ENV) airflow dags test recsys_nightly $$day > $(AIRFLOW_HOME)/dags-test-$$day.log 2>&1 \
+			|| { tail -n 60 $(AIRFLOW_HOME)/dags-test-$$day.log; exit 1; }; \
+	done
+
+# Airflow locally (UI on http://localhost:$(AIRFLOW_PORT), user admin, password in
+# $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated). Ctrl-C stops all three.
+airflow: venv jars airflow-db
+	$(AIRFLOW_ENV) trap 'kill 0' EXIT INT TERM; \
+	airflow api-server --port $(AIRFLOW_PORT) & airflow scheduler & airflow dag-processor & wait
 
 # Maintenance of the lake for RUN_DATE: retention of derived tables, OPTIMIZE and VACUUM.
 maintain: venv jars
@@ -58,4 +100,4 @@ lock: venv
 	mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf lake spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf lake artifacts airflow_home spark-warehouse metastore_db derby.log .pytest_cache

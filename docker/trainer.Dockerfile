@@ -1,5 +1,6 @@
 # GPU trainer image: CUDA + PyTorch + mamba-ssm/causal-conv1d kernels (built for Hopper, sm_90).
-# No JVM: the trainer reads Delta with delta-rs and writes Parquet to staging.
+# No JVM: the trainer reads Delta with delta-rs and writes Parquet to staging. The nightly DAG
+# runs `python -m orchestration.model_tasks <step>` in it (KubernetesPodOperator, one GPU).
 # Build from the repository root: docker build -f docker/trainer.Dockerfile -t recsys-trainer .
 FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04
 
@@ -25,6 +26,7 @@ WORKDIR /opt/recsys
 COPY pyproject.toml requirements.lock ./
 COPY recsys ./recsys
 COPY model ./model
+COPY orchestration ./orchestration
 COPY configs ./configs
 RUN pip install -c requirements.lock . \
     && pip install --no-deps recbole==1.2.1 \

@@ -4,10 +4,12 @@ The Spark pipeline writes one row per user (``run_date``, ``user_id``, chronolog
 ``item_ids`` / ``timestamps`` arrays, per-position ``split`` markers: 0 train, 1 valid,
 2 test). :class:`SequenceData` turns one run's rows into contiguous indices and flat arrays:
 
-- items are indexed 1..N in ascending raw-id order (0 is padding); users 0..U-1. Both
-  vocabularies are plain JSON (:meth:`IdVocab.to_dict`) and are saved with the model so
-  scores map back to raw MovieLens ids;
-- rows are sorted by ``user_id`` and positions are taken in table order, never re-sorted:
+- items are indexed 1..N (0 is padding), users 0..U-1, in ascending raw-id order when the
+  vocabularies are built from the table; a saved vocabulary (a trained model's, or one grown
+  by a warm start, :meth:`IdVocab.grow`) keeps its own indices, new ids appended after the
+  old ones. Both vocabularies are plain JSON (:meth:`IdVocab.to_dict`) and are saved with the
+  model so scores map back to raw MovieLens ids;
+- rows are in user-index order and positions are taken in table order, never re-sorted:
   events with equal timestamps keep the order the pipeline gave them.
 
 Views (:meth:`SequenceData.view`) are what the trainer and the evaluator iterate:
@@ -66,18 +68,42 @@ class SequenceDataError(ValueError):
 
 
 class IdVocab:
-    """Raw ids <-> contiguous indices ``first_index .. first_index + len - 1`` (ascending raw id)."""
+    """Raw ids <-> contiguous indices ``first_index .. first_index + len - 1``.
+
+    ``raw_ids[i]`` is the id at index ``first_index + i``: ids are unique, in insertion order.
+    :meth:`build` gives ascending order; :meth:`grow` appends ids after the existing ones, so
+    a vocabulary that only ever grows keeps every id at the index it was first given.
+    """
 
     def __init__(self, raw_ids: Iterable[int], first_index: int) -> None:
         ids = np.asarray(raw_ids if isinstance(raw_ids, np.ndarray) else list(raw_ids), dtype=np.int64)
-        if ids.size and np.any(np.diff(ids) <= 0):
-            raise SequenceDataError("vocabulary raw ids must be unique and ascending")
+        if ids.ndim != 1:
+            raise SequenceDataError(f"vocabulary raw ids must be one-dimensional, got shape {ids.shape}")
+        values, counts = np.unique(ids, return_counts=True)
+        if values.size != ids.size:
+            repeated = values[counts > 1][:5].tolist()
+            raise SequenceDataError(f"vocabulary raw ids must be unique; repeated: {repeated}")
         self.raw_ids = ids
         self.first_index = first_index
 
     @classmethod
     def build(cls, values: np.ndarray, first_index: int) -> IdVocab:
+        """The distinct ``values`` in ascending order."""
         return cls(np.unique(np.asarray(values, dtype=np.int64)), first_index)
+
+    def grow(self, raw_ids: np.ndarray | Sequence[int]) -> IdVocab:
+        """A new vocabulary: these ids at their indices, then the ids of ``raw_ids`` it lacks, ascending."""
+        candidates = np.unique(np.asarray(raw_ids, dtype=np.int64))
+        new = candidates[~self.contains(candidates)]
+        return IdVocab(np.concatenate([self.raw_ids, new]), self.first_index)
+
+    def extends(self, other: IdVocab) -> bool:
+        """Whether this vocabulary is ``other`` grown: every id of ``other`` at the same index."""
+        return (
+            self.first_index == other.first_index
+            and len(self) >= len(other)
+            and np.array_equal(self.raw_ids[: len(other)], other.raw_ids)
+        )
 
     def __len__(self) -> int:
         return int(self.raw_ids.size)
@@ -95,23 +121,30 @@ class IdVocab:
         """0-based position of each of ``raw`` in the vocabulary, -1 for an id outside it.
 
         Ids that are small non-negative integers (every MovieLens release) go through a dense
-        lookup table, one gather per id; others through a binary search.
+        lookup table, one gather per id; others through a binary search over the sorted ids.
         """
         raw = np.asarray(raw, dtype=np.int64)
         table = self._dense_table
         if table is not None:
             inside = (raw >= 0) & (raw < table.size)
             return np.where(inside, table[np.where(inside, raw, 0)], -1)
-        position = np.searchsorted(self.raw_ids, raw)
-        known = position < len(self)
-        known[known] = self.raw_ids[position[known]] == raw[known]
-        return np.where(known, position, -1)
+        order = self._sort_order
+        ordered = self.raw_ids[order]
+        rank = np.searchsorted(ordered, raw)
+        known = rank < len(self)
+        known[known] = ordered[rank[known]] == raw[known]
+        return np.where(known, order[np.where(known, rank, 0)], -1)
+
+    @functools.cached_property
+    def _sort_order(self) -> np.ndarray:
+        """Positions of the ids in ascending id order (``raw_ids[_sort_order]`` is sorted)."""
+        return np.argsort(self.raw_ids, kind="stable")
 
     @functools.cached_property
     def _dense_table(self) -> np.ndarray | None:
-        if not self.raw_ids.size or self.raw_ids[0] < 0 or self.raw_ids[-1] >= DENSE_LOOKUP_MAX_ID:
+        if not self.raw_ids.size or self.raw_ids.min() < 0 or self.raw_ids.max() >= DENSE_LOOKUP_MAX_ID:
             return None
-        table = np.full(int(self.raw_ids[-1]) + 1, -1, dtype=np.int64)
+        table = np.full(int(self.raw_ids.max()) + 1, -1, dtype=np.int64)
         table[self.raw_ids] = np.arange(self.raw_ids.size)
         return table
 
@@ -136,6 +169,7 @@ class IdVocab:
         return self.raw_ids[position]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``raw_ids`` in index order (so :meth:`from_dict` restores every index)."""
         return {"first_index": self.first_index, "raw_ids": self.raw_ids.tolist()}
 
     @classmethod
@@ -263,13 +297,19 @@ class SequenceData:
         table: pa.Table,
         item_vocab: IdVocab | None = None,
         unknown_items: Literal["raise", "skip"] = "raise",
+        user_vocab: IdVocab | None = None,
     ) -> SequenceData:
         """Validate and index a ``sequences`` table (one run's rows).
 
         ``item_vocab`` reuses a saved vocabulary; by default the vocabulary is every item in the
         table. An item the saved vocabulary lacks (new since training) raises, or with
         ``unknown_items="skip"`` (nightly scoring) its positions are dropped and counted in
-        :attr:`skipped_positions`; a user may then keep no position at all (length 0).
+        :attr:`skipped`; a user may then keep no position at all (length 0).
+
+        ``user_vocab`` (``first_index`` 0) reuses a saved user vocabulary, e.g. a champion's grown
+        by tonight's users (a warm start): users get its indices, a user of the table it lacks
+        raises, and a user of the vocabulary absent from the table gets an empty sequence
+        (length 0). By default the users are the table's, indexed in ascending user id.
         """
         missing = [name for name in SEQUENCE_COLUMNS if name not in table.column_names]
         if missing:
@@ -313,9 +353,14 @@ class SequenceData:
             kept = np.bincount(owner[known], minlength=offsets.size - 1)
             offsets = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
             raw_items, timestamps, split = raw_items[known], timestamps[known], split[known]
+        users = IdVocab(user_ids[order], first_index=0)
+        if user_vocab is not None:
+            offsets, take = _reindex_users(users.raw_ids, offsets, user_vocab)
+            raw_items, timestamps, split = raw_items[take], timestamps[take], split[take]
+            users = user_vocab
         data = cls(
             vocab,
-            IdVocab(user_ids[order], first_index=0),
+            users,
             offsets,
             vocab.encode(raw_items),
             timestamps,
@@ -325,14 +370,24 @@ class SequenceData:
         return data
 
     def fingerprint(self) -> str:
-        """SHA-256 of the content (users, raw items, timestamps, split markers), independent of row order."""
+        """SHA-256 of the content (users, raw items, timestamps, split markers).
+
+        Independent of row order and of the vocabularies' index order: users are hashed in
+        ascending user id, items by raw id. Users without a position (absent from the table
+        but in a given user vocabulary, or with every item skipped) are left out.
+        """
+        lengths = np.diff(self.offsets)
+        users = np.flatnonzero(lengths > 0)
+        users = users[np.argsort(self.user_vocab.raw_ids[users], kind="stable")]
+        take = flat_positions(self.offsets[users], lengths[users])
+        items = self.items[take]
         digest = hashlib.sha256()
         for array in (
-            self.user_vocab.raw_ids,
-            self.offsets,
-            self.item_vocab.decode(self.items) if self.items.size else self.items,
-            self.timestamps,
-            self.split,
+            self.user_vocab.raw_ids[users],
+            np.concatenate([[0], np.cumsum(lengths[users])]),
+            self.item_vocab.decode(items) if items.size else items,
+            self.timestamps[take],
+            self.split[take],
         ):
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
         return digest.hexdigest()
@@ -464,6 +519,31 @@ def flat_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     lengths = np.asarray(lengths, dtype=np.int64)
     segment_begin = np.cumsum(lengths) - lengths
     return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - segment_begin, lengths)
+
+
+def _reindex_users(
+    sorted_users: np.ndarray, offsets: np.ndarray, user_vocab: IdVocab
+) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets by ``user_vocab`` index, flat positions to take) for rows of ``sorted_users``.
+
+    The rows (user ``sorted_users[r]`` owns ``offsets[r]:offsets[r + 1]``) are put in the order of
+    their users' indices; a user of the vocabulary without a row gets an empty one.
+    """
+    if user_vocab.first_index != 0:
+        raise SequenceDataError(f"a user vocabulary starts at index 0, not {user_vocab.first_index}")
+    index = user_vocab.positions(sorted_users)
+    if np.any(index < 0):
+        unknown = sorted_users[index < 0]
+        raise SequenceDataError(
+            f"sequences hold {unknown.size} user(s) the user vocabulary lacks, e.g. "
+            f"{unknown[:5].tolist()}; grow it with their ids first (IdVocab.grow)"
+        )
+    lengths = np.diff(offsets)
+    rows = np.argsort(index)
+    per_user = np.zeros(len(user_vocab), dtype=np.int64)
+    per_user[index] = lengths
+    take = flat_positions(offsets[:-1][rows], lengths[rows])
+    return np.concatenate([[0], np.cumsum(per_user)]).astype(np.int64), take
 
 
 def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:

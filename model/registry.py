@@ -10,10 +10,20 @@ A version is trained in ``<models_dir>/.partial/<version>/`` (the trainer's chec
 there, so a killed training resumes) and moved to ``<models_dir>/<version>/`` in one rename
 when its artifacts are complete: a version directory is always whole (see
 :mod:`model.checkpoint` for the files). Nothing here unpickles.
+
+A warm-started version also names its parent (the champion it started from), so the same
+refresh of the same champion on the same snapshot is the same version.
+
+**Champions, as of a date.** The nightly DAG's champion/challenger step records, for each run
+date, which version is the champion after that night: ``<models_dir>/champions/<date>.json``.
+A night of date D starts from the record of the latest date before D
+(:meth:`ModelRegistry.champion_before`), never from "the current champion", so a rerun or a
+backfill of D starts from the champion D started from the first time and reproduces its tables.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -21,12 +31,13 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.checkpoint import METRICS_FILE, WEIGHTS_FILE, load_json
+from model.checkpoint import METRICS_FILE, WEIGHTS_FILE, load_json, save_json
 
 if TYPE_CHECKING:
     from recsys.config import Config
 
 PARTIAL_DIR = ".partial"
+CHAMPIONS_DIR = "champions"
 
 
 def training_settings(config: Config) -> dict[str, Any]:
@@ -46,9 +57,13 @@ def training_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(training_settings(config), sort_keys=True).encode()).hexdigest()
 
 
-def model_version(config: Config, sequences_fingerprint: str) -> str:
-    """The version of ``config``'s model trained on the sequences whose fingerprint is given."""
-    key = hashlib.sha256(f"{training_hash(config)}:{sequences_fingerprint}".encode()).hexdigest()
+def model_version(config: Config, sequences_fingerprint: str, parent: str | None = None) -> str:
+    """The version of ``config``'s model trained on the sequences whose fingerprint is given.
+
+    ``parent``: the version a warm start began from (None for a training from scratch).
+    """
+    seed = f"{training_hash(config)}:{sequences_fingerprint}" + (f":warm:{parent}" if parent else "")
+    key = hashlib.sha256(seed.encode()).hexdigest()
     return f"{config.model.name}-{key[:12]}"
 
 
@@ -87,3 +102,32 @@ class ModelRegistry:
             shutil.rmtree(target)
         os.replace(source, target)
         return target
+
+    def champion_path(self, run_date: dt.date) -> Path:
+        return self.root / CHAMPIONS_DIR / f"{run_date.isoformat()}.json"
+
+    def champion_before(self, run_date: dt.date) -> dict[str, Any] | None:
+        """The champion record of the latest night before ``run_date`` (None before the first)."""
+        directory = self.root / CHAMPIONS_DIR
+        dates = sorted(
+            day
+            for path in (directory.glob("*.json") if directory.is_dir() else [])
+            if (day := dt.date.fromisoformat(path.stem)) < run_date
+        )
+        if not dates:
+            return None
+        record = load_json(self.champion_path(dates[-1]))
+        if not self.has(record["version"]):
+            raise FileNotFoundError(
+                f"{self.champion_path(dates[-1])}: champion {record['version']} is not in {self.root}"
+            )
+        return record
+
+    def record_champion(self, run_date: dt.date, record: dict[str, Any]) -> Path:
+        """Write (atomically, replacing a rerun's) the champion after the night of ``run_date``."""
+        if not self.has(record["version"]):
+            raise FileNotFoundError(f"champion {record['version']}: no trained model in {self.root}")
+        path = self.champion_path(run_date)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_json(record, path)
+        return path

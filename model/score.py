@@ -42,7 +42,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,8 +316,18 @@ def model_run_row(
     metrics: dict[str, Any],
     input_versions: dict[str, int],
     fingerprint: str,
+    role: str = "champion",
+    scored: bool = True,
+    training_mode: str | None = None,
+    promoted: bool = False,
+    decision: str | None = None,
 ) -> dict[str, Any]:
-    """The ``model_runs`` row of the model that scored tonight."""
+    """A ``model_runs`` row: a model of tonight (the champion, or the challenger) and its metrics.
+
+    ``metrics`` are the model's on tonight's split; ``decision`` is the champion/challenger
+    step's reason, ``training_mode`` how the night made the model (full, warm; skip on the
+    champion row of a night without training).
+    """
     flat = {
         f"{split}.{variant}.{name}": float(value)
         for split in ("valid", "test")
@@ -334,7 +344,11 @@ def model_run_row(
         "metrics": flat,
         "training_seconds": float(metrics.get("training_seconds", 0.0)),
         "trained_tonight": metrics.get("trained_on") == run_date.isoformat(),
-        "scored": True,
+        "scored": scored,
+        "role": role,
+        "training_mode": training_mode,
+        "promoted": promoted,
+        "decision": decision,
     }
 
 
@@ -344,8 +358,13 @@ def score_run(
     model_version: str,
     device: torch.device | str = "cpu",
     run_id: str | None = None,
+    model_runs: Callable[[dict[str, int], str], list[dict[str, Any]]] | None = None,
 ) -> ScoringResult:
-    """Score every user of the run date's sequences with ``model_version``; stage the result."""
+    """Score every user of the run date's sequences with ``model_version``; stage the result.
+
+    ``model_runs(input_versions, fingerprint)`` gives the night's ``model_runs`` rows (the nightly
+    DAG's champion and challenger); by default the one row of the scoring model.
+    """
     device = torch.device(device)
     seconds = PhaseSeconds()
     began = time.perf_counter()
@@ -422,9 +441,11 @@ def score_run(
             "input_versions": input_versions,
             "device": str(device),
             "seconds": seconds.as_dict(),
-            "model_runs": [
-                model_run_row(config, run_date, model_version, metrics, input_versions, fingerprint)
-            ],
+            "model_runs": (
+                model_runs(input_versions, fingerprint)
+                if model_runs
+                else [model_run_row(config, run_date, model_version, metrics, input_versions, fingerprint)]
+            ),
         }
         save_json(manifest, f"{partial}/{MANIFEST_FILE}")
         _swap_into_place(partial, final)

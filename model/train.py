@@ -357,25 +357,42 @@ def train_and_evaluate(
     ratings_path: str | None = None,
     max_len: int | None = None,
 ) -> TrainedModel:
-    """Train ``config.model`` on ``data`` (checkpoints in ``work_dir``), then evaluate it.
+    """Train ``config.model`` from scratch on ``data`` (checkpoints in ``work_dir``), then evaluate it.
 
-    ``max_len`` is the model's input window (default ``pipeline.max_seq_len``). Metrics:
-    ``valid`` and ``test``, each in both variants, of the best-validation weights, the training
-    history, ``training_seconds`` (wall time of fit, validation included) and ``trained_on``.
+    See :func:`fit_and_evaluate` for ``max_len`` and the metrics.
     """
     seed_everything(config.train.seed)
     model = build_model(config, data.n_items, data.n_users)
+    return fit_and_evaluate(config, model, data, work_dir, run_date, device, ratings_path, max_len)
+
+
+def fit_and_evaluate(
+    config: Config,
+    model: nn.Module,
+    data: SequenceData,
+    work_dir: str | Path,
+    run_date: dt.date,
+    device: torch.device | str = "cpu",
+    ratings_path: str | None = None,
+    max_len: int | None = None,
+    train_config: TrainConfig | None = None,
+) -> TrainedModel:
+    """Train ``model`` (as it is: fresh or warm-started) on ``data``, then evaluate it.
+
+    ``train_config`` defaults to ``config.train``; ``max_len`` is the model's input window
+    (default ``pipeline.max_seq_len``). Metrics: ``valid`` and ``test``, each in both variants,
+    of the best-validation weights (:func:`evaluate_splits`), the training history,
+    ``training_seconds`` (wall time of fit, validation included) and ``trained_on``; NCF adds
+    its rating report.
+    """
     max_len = max_len or config.pipeline.max_seq_len
-    trainer = Trainer(model, data, config.train, config.scoring.eval_ks, work_dir, device, max_len)
+    trainer = Trainer(
+        model, data, train_config or config.train, config.scoring.eval_ks, work_dir, device, max_len
+    )
     started = time.perf_counter()
     result = trainer.fit()
     training_seconds = time.perf_counter() - started
-    ks = config.scoring.eval_ks
-    run_time = run_timestamp(run_date)
-    metrics: dict[str, Any] = {
-        split: evaluate(model, data, split, ks, run_time=run_time, max_len=max_len, device=device)
-        for split in ("valid", "test")
-    }
+    metrics: dict[str, Any] = evaluate_splits(model, data, config.scoring.eval_ks, run_date, max_len, device)
     metrics.update(
         valid_best=result.history[result.best_epoch].valid,
         training_seconds=training_seconds,
@@ -388,6 +405,22 @@ def train_and_evaluate(
         ratings = read_ratings(ratings_path or config.table_path("ratings_silver"), run_date)
         metrics["rating"] = rating_report(model, data, ratings)
     return TrainedModel(model, data, metrics)
+
+
+def evaluate_splits(
+    model: nn.Module,
+    data: SequenceData,
+    ks: list[int],
+    run_date: dt.date,
+    max_len: int | None,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{"valid": {variant: metrics}, "test": {...}}``: both variants, the production one at ``run_date``."""
+    run_time = run_timestamp(run_date)
+    return {
+        split: evaluate(model, data, split, ks, run_time=run_time, max_len=max_len, device=device)
+        for split in ("valid", "test")
+    }
 
 
 def save_trained(directory: str | Path, config: Config, trained: TrainedModel) -> Path:

@@ -114,6 +114,8 @@ class TrainConfig(_Section):
     batch_size: int = Field(gt=0)
     lr: float = Field(gt=0)
     epochs: int = Field(gt=0)
+    # The default (base.yaml's value) keeps TrainConfigs built directly, as tests do, valid.
+    refresh_epochs: int = Field(default=3, gt=0)
     patience: int = Field(gt=0)
     seed: int
     amp: bool
@@ -130,6 +132,29 @@ class ScoringConfig(_Section):
     staging_dir: str
 
 
+class KubernetesConfig(_Section):
+    namespace: str
+    image: str
+    service_account: str | None
+    gpu_resource: str
+    memory: str
+    cpu: str
+
+
+class OrchestrationConfig(_Section):
+    runner: Literal["local", "kubernetes"]
+    spark_conn_id: str
+    spark_app_root: str | None
+    gpu_pool: str
+    retries: int = Field(ge=0)
+    retry_delay_seconds: int = Field(gt=0)
+    max_retry_delay_seconds: int = Field(gt=0)
+    notify_conn_id: str | None
+    full_retrain_every_days: int = Field(ge=0)
+    promotion_tolerance: float = Field(ge=0)
+    kubernetes: KubernetesConfig
+
+
 class Config(_Section):
     """The whole, validated configuration of one run."""
 
@@ -143,6 +168,7 @@ class Config(_Section):
     model: ModelConfig
     train: TrainConfig
     scoring: ScoringConfig
+    orchestration: OrchestrationConfig
 
     def table_path(self, table: str) -> str:
         """Location of a Delta table, by its logical name in ``tables``."""

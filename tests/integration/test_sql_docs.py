@@ -15,6 +15,7 @@ import pytest
 
 from recsys.sql import SQL_DIR, duckdb_query, load_query, query_names, render, spark_query, sql_literal
 from spark_jobs.common import publish_slice
+from spark_jobs.publish_recommendations import MODEL_RUNS_SCHEMA
 
 pytestmark = pytest.mark.spark
 
@@ -62,11 +63,6 @@ SILVER = [
     (1, 101, 5.0, 1_700_900_000, 2, V3),
     (2, 101, 1.0, 1_700_400_000, 1, V2),
 ]
-MODEL_RUNS_SCHEMA = (
-    "run_date date, model_version string, model_name string, config_hash string, "
-    "sequences_fingerprint string, input_versions map<string,bigint>, metrics map<string,double>, "
-    "training_seconds double, trained_tonight boolean, scored boolean"
-)
 
 
 def generated_at(night: dt.date) -> dt.datetime:
@@ -118,6 +114,10 @@ def model_run_rows(night: dt.date) -> list[tuple]:
             12.5,
             night == NIGHT_1,
             True,
+            "champion",
+            "full" if night == NIGHT_1 else None,
+            night == NIGHT_1,
+            "no champion yet: the challenger is promoted" if night == NIGHT_1 else "no challenger tonight",
         )
     ]
 

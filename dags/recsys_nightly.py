@@ -1,0 +1,163 @@
+"""The nightly DAG: the landing zone's drops in, tonight's recommendations table out.
+
+Thin by design: the stages are the job files of ``spark_jobs/`` (spark-submit) and the steps of
+``orchestration/model_tasks.py`` (a venv process or a GPU pod); how each runs comes from the
+profile (:mod:`orchestration.operators`). Nothing heavy is imported at parse time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Param, task
+
+from orchestration.operators import (
+    dag_config,
+    default_args,
+    model_step,
+    recommendations_asset,
+    spark_stage,
+    webhook_notifier,
+)
+
+CONFIG = dag_config()
+RECOMMENDATIONS = recommendations_asset(CONFIG)
+
+DOC = """
+### recsys_nightly
+
+One night of the batch recommender for the run date (the logical date, `{{ ds }}`).
+
+1. **ingest**: the landing zone's drops dated <= the run date that the lake lacks or that
+   changed, into `ratings_bronze` / `ratings_quarantine` (ingest ledger).
+2. **ratings_gate**: row and per-drop expectations; a failing drop stops the night before any
+   as-of state changes.
+3. **silver -> sessions -> sequences**: versioned as-of state, only the keys tonight touched.
+4. **sequences_gate**, and **items** (titles and genres) beside the chain.
+5. **train**: the refresh policy: a warm start from the champion, a full retrain (schedule,
+   config change, no champion, drift, or the `full_retrain` param), or nothing when no event
+   arrived.
+6. **evaluate**: champion and challenger on tonight's split.
+7. **champion_challenger**: promote the challenger unless its production NDCG@10 is worse than
+   the champion's beyond the tolerance; records the champion after tonight.
+8. **score** (GPU pool) and **publish**: the recommendations gate, then the date's partitions
+   of `recommendations` and `model_runs`.
+9. **notify**: the night's summary, a webhook post when a challenger was promoted, and the
+   `recsys.recommendations` asset event (extra `run_date`) that schedules `recsys_report`.
+
+Backfill: `airflow backfill create --dag-id recsys_nightly --from-date ... --to-date ...`, or
+`make backfill FROM=... TO=...` on the local SQLite profile. Every task reads and writes its run
+date only, so a rerun reproduces the date's tables.
+"""
+
+with DAG(
+    dag_id="recsys_nightly",
+    description="ingest -> gates -> as-of state -> train/refresh -> champion/challenger -> score -> publish",
+    schedule="@daily",
+    start_date=dt.datetime(1997, 9, 20, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(CONFIG),
+    params={
+        "full_retrain": Param(
+            False, type="boolean", description="train from scratch whatever the policy says"
+        ),
+        "drift_breach": Param(
+            False, type="boolean", description="the drift check's hook: a breach forces a full retrain"
+        ),
+        "model": Param(
+            CONFIG.model.name,
+            type="string",
+            enum=["ss4rec", "ss4rec_s5_only", "ss4rec_mamba_only", "sasrec", "ncf", "pop"],
+            description="model.name to train and score tonight",
+        ),
+    },
+    tags=["recsys", "nightly", "spark", "gpu"],
+    doc_md=DOC,
+) as dag:
+    ingest = spark_stage(
+        CONFIG, "ingest", "ingest", doc_md="New or changed drops <= the run date into bronze and quarantine."
+    )
+    ratings_gate = spark_stage(
+        CONFIG,
+        "ratings_gate",
+        "validate",
+        "--suite",
+        "ratings",
+        doc_md="expectations/ratings.json on tonight's rows and ratings_drops.json per drop.",
+    )
+    silver = spark_stage(CONFIG, "silver", "silver", doc_md="Versioned ratings_silver + run and drop stats.")
+    sessions = spark_stage(CONFIG, "sessions", "sessionize", doc_md="Sessions of the users tonight touched.")
+    sequences = spark_stage(CONFIG, "sequences", "sequences", doc_md="Sequences + leave-one-out split.")
+    sequences_gate = spark_stage(
+        CONFIG,
+        "sequences_gate",
+        "validate",
+        "--suite",
+        "sequences",
+        doc_md="expectations/sequences.json on tonight's sequence versions.",
+    )
+    items = spark_stage(CONFIG, "items", "items", doc_md="Titles, years and genres from the movie file.")
+    train = model_step(
+        CONFIG,
+        "train",
+        "train",
+        "{{ '--full-retrain' if params.full_retrain else '' }}",
+        "{{ '--drift-breach' if params.drift_breach else '' }}",
+        gpu=True,
+        doc_md="Refresh policy (orchestration/policy.py): warm start, full retrain, or skip.",
+    )
+    evaluate = model_step(
+        CONFIG, "evaluate", "evaluate", gpu=True, doc_md="Champion and challenger on tonight's split."
+    )
+    champion_challenger = model_step(
+        CONFIG,
+        "champion_challenger",
+        "decide",
+        gpu=False,
+        doc_md="Promote the challenger unless worse than the champion beyond the tolerance.",
+    )
+    score = model_step(CONFIG, "score", "score", gpu=True, doc_md="Tonight's champion scores every user.")
+    publish = spark_stage(
+        CONFIG,
+        "publish",
+        "publish_recommendations",
+        doc_md="The recommendations gate, then the date's recommendations and model_runs partitions.",
+    )
+
+    @task(
+        outlets=[RECOMMENDATIONS],
+        doc_md="The night's summary; a webhook post when a challenger was promoted; the asset event "
+        "(extra: run_date) that schedules the downstream report.",
+    )
+    def notify(ds: str | None = None, outlet_events=None) -> dict:
+        from orchestration.model_tasks import read_step
+
+        run_date = dt.date.fromisoformat(ds)
+        decided = read_step(CONFIG, run_date, "decide")
+        scored = read_step(CONFIG, run_date, "score")
+        summary = {
+            "run_date": ds,
+            "champion": decided["champion"],
+            "promoted": decided["promoted"],
+            "reason": decided["reason"],
+            "users": scored["users"],
+            "rows": scored["rows"],
+        }
+        if decided["promoted"]:
+            from airflow.sdk import get_current_context
+
+            notifier = webhook_notifier(
+                CONFIG,
+                f"recsys {ds}: {decided['champion']} promoted to champion ({decided['reason']}); "
+                f"{scored['rows']:,} recommendations for {scored['users']:,} users published",
+            )
+            if notifier is not None:
+                notifier.notify(get_current_context())
+        outlet_events[RECOMMENDATIONS].extra = {"run_date": ds, "rows": scored["rows"]}
+        return summary
+
+    ingest >> ratings_gate >> silver >> sessions >> sequences >> sequences_gate
+    sequences_gate >> train >> evaluate >> champion_challenger >> score >> publish
+    ingest >> items >> publish
+    publish >> notify()

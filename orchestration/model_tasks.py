@@ -1,0 +1,270 @@
+"""The nightly DAG's model steps, one command each: train, evaluate, champion/challenger, score.
+
+    python -m orchestration.model_tasks train --run-date 1998-04-22 [--full-retrain] [--drift-breach]
+    python -m orchestration.model_tasks evaluate --run-date 1998-04-22
+    python -m orchestration.model_tasks decide --run-date 1998-04-22
+    python -m orchestration.model_tasks score --run-date 1998-04-22
+
+Each step runs where the DAG's runner puts it (a process of this venv, or a pod of the trainer
+image on a GPU: ``orchestration.runner``), reads its run date's inputs and writes its result as
+JSON under ``<train.models_dir>/nights/<run_date>/<step>.json`` for the next step, replacing a
+rerun's. Nothing reads "the latest" anything: the night of D starts from the champion recorded
+for the last night before D (:meth:`model.registry.ModelRegistry.champion_before`).
+
+- **train**: the refresh policy (:func:`orchestration.policy.plan_training`) on tonight's
+  sequences snapshot and the champion: a full retrain, a warm start from the champion
+  (:func:`model.refresh.warm_start`), or nothing. A version already in the registry (a rerun) is
+  reused, not trained again.
+- **evaluate**: the champion and the challenger on tonight's split, both variants
+  (:func:`model.refresh.evaluate_saved`).
+- **decide**: :func:`orchestration.policy.choose_champion`; records the champion after tonight.
+- **score**: the chosen model scores every user and stages the recommendations with both
+  models' ``model_runs`` rows (metrics on tonight's split, training mode, the decision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from orchestration.policy import Champion, choose_champion, plan_training
+from recsys.cli import add_run_date_argument, configure_logging
+from recsys.config import Config, add_config_arguments, config_from_args
+
+log = logging.getLogger(__name__)
+
+NIGHTS_DIR = "nights"
+STEPS = ("train", "evaluate", "decide", "score")
+
+
+def night_path(config: Config, run_date: dt.date, step: str) -> Path:
+    from model.registry import ModelRegistry
+
+    return ModelRegistry.from_config(config).root / NIGHTS_DIR / run_date.isoformat() / f"{step}.json"
+
+
+def read_step(config: Config, run_date: dt.date, step: str) -> dict[str, Any]:
+    """The result an earlier step of the night of ``run_date`` wrote."""
+    from model.checkpoint import load_json
+
+    path = night_path(config, run_date, step)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: step {step!r} has not run for {run_date}")
+    return load_json(path)
+
+
+def write_step(config: Config, run_date: dt.date, step: str, result: dict[str, Any]) -> dict[str, Any]:
+    from model.checkpoint import save_json
+
+    save_json(result, night_path(config, run_date, step))
+    log.info("%s %s: %s", step, run_date, {k: v for k, v in result.items() if k != "metrics"})
+    return result
+
+
+def _champion(record: dict[str, Any] | None) -> Champion | None:
+    if record is None:
+        return None
+    return Champion(
+        record["version"],
+        record["config_hash"],
+        record["sequences_fingerprint"],
+        dt.date.fromisoformat(record["full_retrain_on"]),
+    )
+
+
+def train(
+    config: Config, run_date: dt.date, full_retrain: bool = False, drift_breach: bool = False
+) -> dict[str, Any]:
+    """Make tonight's challenger (or none) by the refresh policy; returns and records the step."""
+    from model.data import SequenceData, read_sequences
+    from model.registry import ModelRegistry, model_version, training_hash
+    from model.train import resolve_device, save_trained, train_and_evaluate
+
+    registry = ModelRegistry.from_config(config)
+    sequences = read_sequences(config.table_path("sequences"), run_date)
+    data = SequenceData.from_arrow(sequences)
+    fingerprint, config_hash = data.fingerprint(), training_hash(config)
+    champion_record = registry.champion_before(run_date)
+    champion = _champion(champion_record)
+    plan = plan_training(
+        run_date,
+        champion,
+        config_hash,
+        fingerprint,
+        config.orchestration.full_retrain_every_days,
+        full_retrain=full_retrain,
+        drift_breach=drift_breach,
+        can_warm_start=config.model.name != "pop",
+    )
+    result: dict[str, Any] = {
+        "run_date": run_date.isoformat(),
+        "plan": plan.to_dict(),
+        "champion": champion.version if champion else None,
+        "challenger": None,
+        "sequences_fingerprint": fingerprint,
+        "config_hash": config_hash,
+    }
+    if plan.mode == "skip":
+        return write_step(config, run_date, "train", result)
+    parent = champion.version if plan.mode == "warm" else None
+    version = model_version(config, fingerprint, parent=parent)
+    result.update(
+        challenger=version,
+        full_retrain_on=(champion.full_retrain_on if parent else run_date).isoformat(),
+        trained_tonight=not registry.has(version),
+    )
+    if registry.has(version):
+        log.info("%s is in the registry already (a rerun of %s): reusing it", version, run_date)
+        return write_step(config, run_date, "train", result)
+    device = resolve_device(config.device)
+    work_dir = registry.work_dir(version)
+    if parent:
+        from model.refresh import warm_start
+
+        log.info("warm start of %s from %s on %d users (%s)", version, parent, data.n_users, device)
+        trained = warm_start(
+            config, registry.path(parent), sequences, work_dir / "checkpoint", run_date, device
+        )
+    else:
+        log.info(
+            "full training of %s on %d users, %d items (%s)", version, data.n_users, data.n_items, device
+        )
+        trained = train_and_evaluate(config, data, work_dir / "checkpoint", run_date, device)
+    save_trained(work_dir, config, trained)
+    registry.publish(version)
+    return write_step(config, run_date, "train", result)
+
+
+def evaluate(config: Config, run_date: dt.date) -> dict[str, Any]:
+    """The champion's and the challenger's metrics on tonight's split."""
+    from model.data import read_sequences
+    from model.refresh import evaluate_saved
+    from model.registry import ModelRegistry
+    from model.train import resolve_device
+
+    planned = read_step(config, run_date, "train")
+    registry = ModelRegistry.from_config(config)
+    sequences = read_sequences(config.table_path("sequences"), run_date)
+    device = resolve_device(config.device)
+    metrics = {}
+    for role in ("champion", "challenger"):
+        version = planned[role]
+        if version is not None and version not in [entry["version"] for entry in metrics.values()]:
+            metrics[role] = {
+                "version": version,
+                "metrics": evaluate_saved(config, registry.path(version), sequences, run_date, device),
+            }
+    return write_step(config, run_date, "evaluate", {"run_date": run_date.isoformat(), "models": metrics})
+
+
+def decide(config: Config, run_date: dt.date) -> dict[str, Any]:
+    """Champion/challenger on tonight's split; records the champion after tonight."""
+    from model.registry import ModelRegistry
+
+    planned = read_step(config, run_date, "train")
+    models = read_step(config, run_date, "evaluate")["models"]
+    registry = ModelRegistry.from_config(config)
+
+    def of(role: str) -> tuple[str | None, dict | None]:
+        entry = models.get(role)
+        return (entry["version"], entry["metrics"]) if entry else (planned[role], None)
+
+    decision = choose_champion(*of("champion"), *of("challenger"), config.orchestration.promotion_tolerance)
+    if decision.promoted:
+        record = {
+            "version": decision.champion,
+            "config_hash": planned["config_hash"],
+            "sequences_fingerprint": planned["sequences_fingerprint"],
+            "full_retrain_on": planned["full_retrain_on"],
+            "promoted_on": run_date.isoformat(),
+            "metric": decision.challenger_metric,
+        }
+    else:
+        record = registry.champion_before(run_date)
+    registry.record_champion(run_date, record)
+    return write_step(config, run_date, "decide", {"run_date": run_date.isoformat(), **decision.to_dict()})
+
+
+def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[str, Any]:
+    """Tonight's champion scores every user; staged with both models' ``model_runs`` rows."""
+    from model.registry import ModelRegistry
+    from model.score import model_run_row, score_run
+    from model.train import resolve_device
+
+    planned = read_step(config, run_date, "train")
+    models = read_step(config, run_date, "evaluate")["models"]
+    decided = read_step(config, run_date, "decide")
+    registry = ModelRegistry.from_config(config)
+
+    def rows(input_versions: dict[str, int], fingerprint: str) -> list[dict[str, Any]]:
+        out = []
+        for role, entry in models.items():
+            version = entry["version"]
+            saved = registry.metrics(version)
+            # How the night made the model (a rerun that finds it in the registry reports the
+            # same, so the night's rows are reproduced); a champion row says so only on a skip.
+            if role == "challenger":
+                mode = planned["plan"]["mode"]
+            else:
+                mode = "skip" if planned["challenger"] is None else None
+            metrics = {
+                **entry["metrics"],
+                "training_seconds": saved.get("training_seconds", 0.0),
+                "trained_on": saved.get("trained_on"),
+            }
+            out.append(
+                model_run_row(
+                    config,
+                    run_date,
+                    version,
+                    metrics,
+                    input_versions,
+                    fingerprint,
+                    role=role,
+                    scored=version == decided["champion"],
+                    training_mode=mode,
+                    promoted=decided["promoted"] and version == decided["champion"],
+                    decision=decided["reason"],
+                )
+            )
+        return out
+
+    manifest = score_run(
+        config, run_date, decided["champion"], resolve_device(config.device), run_id=run_id, model_runs=rows
+    ).manifest
+    result = {key: manifest[key] for key in ("model_version", "users", "fallback_users", "rows", "top_k")}
+    return write_step(config, run_date, "score", {"run_date": run_date.isoformat(), **result})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestration.model_tasks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("step", choices=STEPS)
+    add_run_date_argument(parser)
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--full-retrain", action="store_true", help="train: a full retrain whatever the policy says"
+    )
+    parser.add_argument(
+        "--drift-breach", action="store_true", help="train: the drift check breached (full retrain)"
+    )
+    parser.add_argument("--run-id", default=None, help="score: the run id stamped on the staged manifest")
+    args = parser.parse_args(argv)
+    configure_logging()
+    config = config_from_args(args)
+    if args.step == "train":
+        result = train(config, args.run_date, args.full_retrain, args.drift_breach)
+    elif args.step == "score":
+        result = score(config, args.run_date, args.run_id)
+    else:
+        result = {"evaluate": evaluate, "decide": decide}[args.step](config, args.run_date)
+    log.info("%s %s done: %s", args.step, args.run_date, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
