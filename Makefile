@@ -28,7 +28,7 @@ AIRFLOW_ENV := set -a && source configs/airflow/$(PROFILE).env && set +a && \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False RECSYS_PROFILE=$(PROFILE) PATH=$(CURDIR)/$(VENV)/bin:$$PATH &&
 AIRFLOW_DB := $(AIRFLOW_HOME)/.db-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test bench lint venv jars lock clean maintain airflow-db backfill airflow
+.PHONY: run test bench lint venv jars lock clean maintain airflow-db backfill airflow airflow-screenshot
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
@@ -92,6 +92,22 @@ bench: venv jars
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint docker/*.Dockerfile
+
+# A PNG of recsys_nightly's grid view (after `make run`): a throw-away local Airflow on
+# SCREENSHOT_PORT with every user an admin, captured by headless Chromium (Debian's package).
+SCREENSHOT ?= docs/img/recsys_nightly_grid.png
+SCREENSHOT_PORT ?= 8089
+airflow-screenshot: venv jars airflow-db
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+	$(AIRFLOW_ENV) export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True && trap 'kill 0' EXIT && \
+	{ airflow api-server --port $(SCREENSHOT_PORT) & airflow scheduler & airflow dag-processor & } \
+		> $(AIRFLOW_HOME)/screenshot-airflow.log 2>&1 && \
+	for i in $$(seq 90); do curl -fs localhost:$(SCREENSHOT_PORT)/api/v2/monitor/health >/dev/null && break; sleep 2; done && \
+	sleep 20 && mkdir -p $(dir $(SCREENSHOT)) && \
+	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1700,1000 \
+		--virtual-time-budget=30000 --screenshot=$(abspath $(SCREENSHOT)) \
+		http://localhost:$(SCREENSHOT_PORT)/dags/recsys_nightly 2>/dev/null
+	@echo "grid view: $(SCREENSHOT)"
 
 lock: venv
 	{ echo "# Full pinned dependency tree (pip freeze of a working install); used as constraints by \`make venv\`."; \
