@@ -8,7 +8,7 @@ DAG once for the run date (``airflow dags test``); then ``python -m orchestratio
 2. the model decisions of the night (``orchestration.model_tasks``' records: the refresh plan,
    champion and challenger on tonight's split, who scored);
 3. a sample: one user's top 10 with titles, and the run's catalogue coverage, from the
-   documented queries in ``docs/sql/``.
+   documented queries in ``docs/sql/`` (DuckDB and delta-rs: no JVM to start).
 
 :func:`run_pipeline_stages` runs the Spark stages in one process (the experiments' path).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 from recsys.cli import add_run_date_argument, configure_logging
@@ -38,23 +39,27 @@ def run_pipeline_stages(config: Config, run_date: dt.date, inputs: tuple[list[st
     return run_pipeline(build_spark(config), RunContext.for_date(config, run_date), *(inputs or (None, None)))
 
 
-def sample(config: Config, run_date: dt.date) -> tuple[int, Any, Any]:
-    """(a user, their top 10 with titles, the run's coverage) from the documented queries."""
-    from recsys.spark import build_spark
-    from recsys.sql import spark_query
+def _rows_of(config: Config, table: str, run_date: dt.date, columns: list[str] | None = None):
+    """The run date's rows of a run_date-partitioned Delta table (delta-rs, no JVM)."""
+    from deltalake import DeltaTable
 
-    spark = build_spark(config)
-    tables = {name: config.table_path(name) for name in ("recommendations", "items", "model_runs")}
-    user = (
-        spark.read.format("delta")
-        .load(tables["recommendations"])
-        .where(f"run_date = DATE'{run_date.isoformat()}' AND NOT is_fallback")
-        .agg({"user_id": "min"})
-        .first()[0]
+    return DeltaTable(config.table_path(table)).to_pyarrow_table(
+        columns=columns, filters=[("run_date", "=", run_date)]
     )
-    top10 = spark_query(spark, tables, "user_top10", user_id=int(user))
-    coverage = spark_query(spark, tables, "coverage", run_date=run_date)
-    return int(user), top10, coverage
+
+
+def sample(config: Config, run_date: dt.date) -> tuple[int, Any, Any]:
+    """(a user, their top 10 with titles, the run's coverage) from the documented queries (DuckDB)."""
+    import pyarrow.compute as pc
+
+    from recsys.sql import duckdb_query
+
+    tables = {name: config.table_path(name) for name in ("recommendations", "items", "model_runs")}
+    scored = _rows_of(config, "recommendations", run_date, ["user_id", "is_fallback"])
+    user = int(pc.min(scored.filter(pc.invert(scored["is_fallback"]))["user_id"]).as_py())
+    top10 = duckdb_query(tables, "user_top10", user_id=user)
+    coverage = duckdb_query(tables, "coverage", run_date=run_date)
+    return user, top10, coverage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
     config = config_from_args(args)
     from orchestration.model_tasks import read_step
-    from recsys.spark import build_spark
     from spark_jobs.pipeline import OUTPUT_TABLES
 
     root = config.project_path(config.lake.root)
@@ -76,13 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:<20} {config.table_path(name)}")
     validation = f"{root.rstrip('/')}/{config.pipeline.validation_dir}/{args.run_date.isoformat()}"
     print(f"  {'validation results':<20} {validation}/*.json, *.html")
-    stats = (
-        build_spark(config)
-        .read.format("delta")
-        .load(config.table_path("ratings_run_stats"))
-        .where(f"run_date = DATE'{args.run_date.isoformat()}'")
-        .first()
-    )
+    stats = SimpleNamespace(**_rows_of(config, "ratings_run_stats", args.run_date).to_pylist()[0])
     drops = f"{stats.drops[0]}..{stats.drops[-1]} ({len(stats.drops)})" if stats.drops else "none"
     print(
         f"\nTonight's drops {drops}: {stats.rows_read:,} rows read, {stats.rows_quarantined:,} quarantined, "

@@ -229,3 +229,17 @@ def test_the_report_on_the_published_asset_compares_tonight_with_the_previous_ru
     assert churn["users_compared"] > 0 and 0 <= churn["mean_overlap_at_10"] <= 1
     saved = nights["tmp"] / "lake" / "_reports" / NIGHT_2.isoformat() / "recommendations.json"
     assert json.loads(saved.read_text()) == report
+
+
+def test_the_night_summary_that_make_run_prints(nights, capsys):
+    from orchestration.nightly import main
+
+    tmp = nights["tmp"]
+    lake, models = f"lake.root={tmp / 'lake'}", f"train.models_dir={tmp / 'models'}"
+    main(["--run-date", NIGHT_2.isoformat(), "--set", lake, "--set", models])
+    out = capsys.readouterr().out
+    decided = night_step(tmp, NIGHT_2, "decide")
+    assert "Training: warm (warm start from" in out
+    assert f"Champion/challenger: {decided['champion']} scores tonight" in out
+    assert "'s top 10 (docs/sql/user_top10.sql):" in out and "Coverage of 1998-04-21" in out
+    assert "Tonight's drops 1998-04-21..1998-04-21 (1)" in out
