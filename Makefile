@@ -57,6 +57,7 @@ $(AIRFLOW_DB): | $(STAMP)
 # One night: replay ML-100K into the landing zone, run the DAG for RUN_DATE, print what it made.
 run: venv jars airflow-db
 	$(PY) -m recsys.datasets replay ml-100k --start $(REPLAY_START) --until $(RUN_DATE)
+	@echo "airflow dags test recsys_nightly $(RUN_DATE) (about 11 minutes here; log: $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log)"
 	$(AIRFLOW_ENV) airflow dags test recsys_nightly $(RUN_DATE) > $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log 2>&1 \
 		|| { tail -n 60 $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log; exit 1; }
 	$(PY) -m orchestration.nightly --run-date $(RUN_DATE)
@@ -68,7 +69,7 @@ backfill: venv jars airflow-db
 	$(PY) -m recsys.datasets replay ml-100k --start $(REPLAY_START) --until $(TO)
 	for day in $$($(PY) -c 'import datetime as d, sys; a, b = map(d.date.fromisoformat, sys.argv[1:]); \
 		print(*(a + d.timedelta(n) for n in range((b - a).days + 1)))' $(FROM) $(TO)); do \
-		echo "recsys_nightly $$day"; \
+		echo "airflow dags test recsys_nightly $$day (log: $(AIRFLOW_HOME)/dags-test-$$day.log)"; \
 		$(AIRFLOW_ENV) airflow dags test recsys_nightly $$day > $(AIRFLOW_HOME)/dags-test-$$day.log 2>&1 \
 			|| { tail -n 60 $(AIRFLOW_HOME)/dags-test-$$day.log; exit 1; }; \
 	done

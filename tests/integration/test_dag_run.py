@@ -29,7 +29,9 @@ from recsys.datasets.embedded import ml100k_path
 from recsys.datasets.replay import replay
 from tests.conftest import config_with_lake
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+# Four DAG runs of about 2, 6, 6 and 5 minutes on two cores (each Spark stage is a fresh
+# spark-submit JVM): the module fixture needs more than the suite's per-test timeout.
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(3000)]
 
 START = dt.date(1998, 4, 16)
 NIGHT_1, NIGHT_2 = dt.date(1998, 4, 20), dt.date(1998, 4, 21)
