@@ -203,6 +203,15 @@ def _install_tensorboard_stub() -> bool:
 # --- 3. colorama -------------------------------------------------------------------------
 
 
+class _NoColour:
+    """colorama's Fore/Back/Style with every code empty."""
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return ""
+
+
 def _install_colorama_stub() -> bool:
     if _importable("colorama"):
         return False
@@ -210,6 +219,9 @@ def _install_colorama_stub() -> bool:
     stub.__doc__ = "Stub installed by model/recbole_compat.py; init() only matters on Windows consoles."
     stub.init = lambda *args, **kwargs: None  # type: ignore[attr-defined]
     stub.deinit = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    # Other importers of colorama in the same process (structlog's console renderer, which
+    # Airflow's logging uses) read colour codes from Fore/Back/Style: they get no colour.
+    stub.Fore = stub.Back = stub.Style = _NoColour()  # type: ignore[attr-defined]
     sys.modules["colorama"] = stub
     return True
 

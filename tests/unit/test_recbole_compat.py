@@ -166,3 +166,15 @@ def test_one_epoch_sasrec_trains_evaluates_and_reloads_its_checkpoint(tmp_path) 
     os.utime(own_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     with pytest.raises(pickle.UnpicklingError):
         trainer.evaluate(test_data, load_best_model=True, model_file=own_file, show_progress=False)
+
+
+def test_the_colorama_stub_serves_other_importers_too() -> None:
+    import_recbole()
+    import colorama
+
+    # colorama is not in the tree (requirements.lock): the stub stands in for it.
+    assert "Stub installed by model/recbole_compat.py" in (colorama.__doc__ or "")
+    # structlog's console renderer (Airflow's logging) reads these at import.
+    assert (colorama.Style.RESET_ALL, colorama.Fore.RED, colorama.Back.BLUE) == ("", "", "")
+    with pytest.raises(AttributeError):
+        colorama.Style.__wrapped__  # noqa: B018 (dunders are not colour codes)
