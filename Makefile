@@ -25,7 +25,8 @@ AIRFLOW_HOME ?= $(CURDIR)/airflow_home
 AIRFLOW_PORT ?= 8080
 AIRFLOW_ENV := set -a && source configs/airflow/$(PROFILE).env && set +a && \
 	export AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__LOAD_EXAMPLES=False RECSYS_PROFILE=$(PROFILE) PATH=$(CURDIR)/$(VENV)/bin:$$PATH &&
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=4 RECSYS_PROFILE=$(PROFILE) \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH &&
 AIRFLOW_DB := $(AIRFLOW_HOME)/.db-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: run test bench lint venv jars lock clean maintain airflow-db backfill airflow airflow-screenshot
@@ -100,9 +101,12 @@ SCREENSHOT ?= docs/img/recsys_nightly_grid.png
 SCREENSHOT_PORT ?= 8089
 airflow-screenshot: venv jars airflow-db
 	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
-	$(AIRFLOW_ENV) export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True && trap 'kill 0' EXIT && \
-	{ airflow api-server --port $(SCREENSHOT_PORT) & airflow scheduler & airflow dag-processor & } \
-		> $(AIRFLOW_HOME)/screenshot-airflow.log 2>&1 && \
+	$(AIRFLOW_ENV) export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True && \
+	log=$(AIRFLOW_HOME)/screenshot-airflow.log && \
+	{ airflow api-server --port $(SCREENSHOT_PORT) >> $$log 2>&1 & pids=$$!; \
+	  airflow scheduler >> $$log 2>&1 & pids="$$pids $$!"; \
+	  airflow dag-processor >> $$log 2>&1 & pids="$$pids $$!"; } && \
+	trap 'kill $$pids 2>/dev/null; wait' EXIT && \
 	for i in $$(seq 90); do curl -fs localhost:$(SCREENSHOT_PORT)/api/v2/monitor/health >/dev/null && break; sleep 2; done && \
 	sleep 20 && mkdir -p $(dir $(SCREENSHOT)) && \
 	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1700,1000 \
