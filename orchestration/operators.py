@@ -26,15 +26,13 @@ import os
 import sys
 from typing import Any
 
-from recsys.config import PROJECT_ROOT, Config, load_config
+from recsys.config import DEFAULT_PROFILE, PROFILE_ENV, PROJECT_ROOT, Config, load_config
 
 RUN_DATE = "{{ ds }}"
 
 
 def profile() -> str:
     """The profile the DAG was parsed with (``$RECSYS_PROFILE`` or local)."""
-    from recsys.config import DEFAULT_PROFILE, PROFILE_ENV
-
     return os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
 
 
@@ -132,7 +130,7 @@ def spark_stage(config: Config, task_id: str, job: str, *args: str, doc_md: str,
     )
 
 
-def model_command(config: Config, step: str, *args: str) -> list[str]:
+def model_command(step: str, *args: str) -> list[str]:
     """The model step's command line after ``python -m``, templated on the run's params."""
     return [
         "orchestration.model_tasks",
@@ -145,7 +143,7 @@ def model_command(config: Config, step: str, *args: str) -> list[str]:
 
 def model_step(config: Config, task_id: str, step: str, *args: str, doc_md: str, gpu: bool, **kwargs: Any):
     """``python -m orchestration.model_tasks <step>`` in the profile's runner (venv or GPU pod)."""
-    command = model_command(config, step, *args)
+    command = model_command(step, *args)
     pool = {"pool": config.orchestration.gpu_pool} if gpu else {}
     if config.orchestration.runner == "kubernetes":
         return kubernetes_step(config, task_id, command, gpu=gpu, doc_md=doc_md, **pool, **kwargs)

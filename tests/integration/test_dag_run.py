@@ -79,10 +79,6 @@ def airflow(env: dict[str, str], *args: str, log: Path) -> int:
     return done.returncode
 
 
-def task_states(log: Path) -> str:
-    return log.read_text(errors="replace")
-
-
 def content_hash(spark, path: str, where: str, drop: tuple[str, ...] = ()) -> str:
     frame = spark.read.format("delta").load(path).where(where).drop(*drop)
     rows = sorted(str(tuple(row)) for row in frame.select(*sorted(frame.columns)).collect())
