@@ -13,6 +13,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 DELTA_JAR := .cache/ivy/jars/io.delta_delta-spark_4.2_2.13-4.4.0.jar
+# The Spark driver's class-data sharing archive (spark.class_archive), rebuilt with the venv or the jars.
+CLASS_ARCHIVE := .cache/spark-cds/driver.jsa
 # make run: the night of RUN_DATE on the embedded ML-100K, replayed into the landing zone as daily
 # drops (everything before REPLAY_START is one history drop). ML-100K's last ratings are 1998-04-22.
 RUN_DATE ?= 1998-04-22
@@ -44,9 +46,11 @@ $(STAMP): pyproject.toml requirements.lock
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-jars: $(DELTA_JAR)
+jars: $(DELTA_JAR) $(CLASS_ARCHIVE)
 $(DELTA_JAR): | $(STAMP)
 	$(PY) -m recsys.spark --resolve-jars
+$(CLASS_ARCHIVE): $(DELTA_JAR) $(STAMP)
+	$(PY) -m recsys.spark --build-class-archive
 
 airflow-db: $(AIRFLOW_DB)
 $(AIRFLOW_DB): | $(STAMP)

@@ -8,8 +8,8 @@ machine to a cluster is a profile, not an edit of the DAG:
   through the provider's :class:`SparkSubmitOperator`. The Airflow connection
   (``orchestration.spark_conn_id``, given as ``AIRFLOW_CONN_*`` environment by the profile's
   ``configs/airflow/<profile>.env``) decides the master: ``local[2]`` here, a cluster master in
-  the cluster profile. The Delta jars and the profile's Spark conf go on the command line (the
-  JVM starts before any Python runs).
+  the cluster profile. The Delta jars, the profile's Spark conf and the driver's class archive
+  (:func:`recsys.spark.driver_conf`) go on the command line (the JVM starts before any Python runs).
 - **Model steps** (:func:`model_step`): ``python -m orchestration.model_tasks <step>``, either
   as a process of this project's venv (runner ``local``; CPU unless a GPU is visible) or as a
   pod of the trainer image with one GPU (runner ``kubernetes``, KubernetesPodOperator). Training
@@ -105,12 +105,11 @@ def spark_stage(config: Config, task_id: str, job: str, *args: str, doc_md: str,
     """spark-submit ``spark_jobs/<job>.py --run-date {{ ds }}`` on the profile's Spark connection."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+    from recsys.spark import driver_conf
+
     root = config.orchestration.spark_app_root or str(PROJECT_ROOT)
     jars = _spark_submit_jars(config)
-    conf = {
-        key: str(value).lower() if isinstance(value, bool) else str(value)
-        for key, value in config.spark.conf.items()
-    }
+    conf = driver_conf(config)
     conf.update(jars.pop("conf", {}))
     env = {"RECSYS_PROFILE": profile()}
     if config.orchestration.runner == "local":

@@ -68,6 +68,9 @@ class SparkConfig(_Section):
     app_name: str
     delta_package: str
     jars_cache: str
+    # The driver JVM's class-data sharing archive (relative to the project root), built by
+    # `make jars`; used when it exists, null to never use one.
+    class_archive: str | None = None
     conf: dict[str, str | bool | int | float] = Field(default_factory=dict)
 
 

@@ -54,15 +54,26 @@ def spark(base_config: Config) -> Iterator[object]:
     session.stop()
 
 
-def spark_submit(lake: Path, master: str, script: str | Path, *args: str) -> subprocess.CompletedProcess:
+def spark_submit(
+    lake: Path, master: str, script: str | Path, *args: str, java_options: str | None = None
+) -> subprocess.CompletedProcess:
     """Run ``script args`` under this venv's spark-submit (Delta jars from the project cache), from
-    the project root, with ``--master master``; returns the finished process (output captured)."""
+    the project root, with ``--master master``; returns the finished process (output captured).
+
+    ``java_options``: the driver's JVM options instead of those :func:`recsys.spark.submit_args` gives.
+    """
     from recsys.spark import submit_args
 
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYSPARK_PYTHON=sys.executable)
-    command = [str(bin_dir / "spark-submit"), *submit_args(config_with_lake(lake)), "--master", master]
+    flags = submit_args(config_with_lake(lake))
+    if java_options is not None:
+        if "--driver-java-options" in flags:
+            at = flags.index("--driver-java-options")
+            del flags[at : at + 2]
+        flags += ["--driver-java-options", java_options]
+    command = [str(bin_dir / "spark-submit"), *flags, "--master", master]
     return subprocess.run(
         [*command, str(script), *args],
         cwd=PROJECT_ROOT,

@@ -10,7 +10,7 @@ import pytest
 from recsys.delta import read_partition, with_run_date
 from recsys.spark import DELTA_CATALOG, DELTA_EXTENSION, cached_jars
 from spark_jobs.common import publish_slice
-from tests.conftest import spark_submit
+from tests.conftest import config_with_lake, spark_submit
 
 pytestmark = pytest.mark.spark
 
@@ -69,3 +69,35 @@ def test_job_runs_under_spark_submit_with_its_master(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MASTER=local[1]" in done.stdout
     assert (lake / "items" / "_delta_log").is_dir()
+
+
+def test_spark_submit_drivers_map_the_class_archive(tmp_path: Path, base_config):
+    """``make jars`` built the driver's class archive, and a spark-submit driver maps it.
+
+    ``-Xshare:on`` makes the JVM refuse to start when it cannot use the archive (another JDK,
+    changed jars, a classpath the archive does not match), where ``-Xshare:auto`` (what the
+    jobs use) would start without it.
+    """
+    from recsys.spark import class_archive, submit_args
+
+    archive = class_archive(base_config)
+    assert archive is not None, (
+        f"no class archive at {base_config.spark.class_archive}: `make jars` builds it"
+    )
+    flags = submit_args(config_with_lake(tmp_path / "lake"))
+    assert flags[flags.index("--driver-java-options") + 1] == f"-XX:SharedArchiveFile={archive} -Xshare:auto"
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from recsys.config import load_config\n"
+        "from recsys.spark import build_spark\n"
+        "spark = build_spark(load_config())\n"
+        "jvm = spark.sparkContext._jvm\n"
+        "args = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()\n"
+        "print('ARGS=' + ' '.join(str(a) for a in args))\n"
+        "spark.stop()\n"
+    )
+    done = spark_submit(
+        tmp_path / "lake", "local[1]", probe, java_options=f"-XX:SharedArchiveFile={archive} -Xshare:on"
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "-Xshare:on" in done.stdout and f"-XX:SharedArchiveFile={archive}" in done.stdout

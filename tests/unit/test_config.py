@@ -122,3 +122,26 @@ def test_argparse_integration():
 def test_config_is_immutable(base_config):
     with pytest.raises(Exception, match="frozen"):
         base_config.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_the_driver_gets_the_class_archive_only_when_it_exists(tmp_path):
+    from recsys.spark import DRIVER_JAVA_OPTIONS, driver_conf, submit_args
+
+    archive = tmp_path / "driver.jsa"
+    config = load_config(profile="local", env={}, overrides=(f"spark.class_archive={archive}",))
+    own = {DRIVER_JAVA_OPTIONS: "-Dfoo=1"}
+    assert driver_conf(config, own) == own
+    assert DRIVER_JAVA_OPTIONS not in driver_conf(config)
+    assert "--driver-java-options" not in submit_args(config)
+    archive.write_bytes(b"archive")
+    use = f"-XX:SharedArchiveFile={archive} -Xshare:auto"
+    assert driver_conf(config, own)[DRIVER_JAVA_OPTIONS] == f"-Dfoo=1 {use}"
+    assert driver_conf(config)[DRIVER_JAVA_OPTIONS] == use
+    assert driver_conf(config, {"spark.ui.enabled": False}) == {
+        "spark.ui.enabled": "false",
+        DRIVER_JAVA_OPTIONS: use,
+    }
+    flags = submit_args(config)
+    assert flags[flags.index("--driver-java-options") + 1] == use
+    off = load_config(profile="local", env={}, overrides=("spark.class_archive=null",))
+    assert DRIVER_JAVA_OPTIONS not in driver_conf(off)
