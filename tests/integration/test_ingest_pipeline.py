@@ -179,7 +179,7 @@ def test_ingest_main_runs_under_spark_submit(tmp_path):
     lake = tmp_path / "lake"
     done = spark_submit(
         lake,
-        "local[1]",
+        "local[2]",
         PROJECT_ROOT / "spark_jobs" / "ingest.py",
         "--run-date",
         DAY.isoformat(),
