@@ -62,7 +62,7 @@ $(AIRFLOW_DB): | $(STAMP)
 # One night: replay ML-100K into the landing zone, run the DAG for RUN_DATE, print what it made.
 run: venv jars airflow-db
 	$(PY) -m recsys.datasets replay ml-100k --start $(REPLAY_START) --until $(RUN_DATE)
-	@echo "airflow dags test recsys_nightly $(RUN_DATE) (about 11 minutes here; log: $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log)"
+	@echo "airflow dags test recsys_nightly $(RUN_DATE) (about 10 minutes here; log: $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log)"
 	$(AIRFLOW_ENV) airflow dags test recsys_nightly $(RUN_DATE) > $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log 2>&1 \
 		|| { tail -n 60 $(AIRFLOW_HOME)/dags-test-$(RUN_DATE).log; exit 1; }
 	$(PY) -m orchestration.nightly --run-date $(RUN_DATE)

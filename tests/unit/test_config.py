@@ -21,7 +21,7 @@ from recsys.config import (
 def test_base_and_local_profile_load(base_config):
     assert base_config.profile == "local"
     assert base_config.model.hidden_size == 64
-    assert base_config.train.patience == 5  # local.yaml's CPU budget over base.yaml's 10
+    assert base_config.train.patience == 3  # local.yaml's CPU budget over base.yaml's 10
     assert base_config.scoring.eval_ks == [5, 10, 20]
     # local.yaml overrides base.yaml's Spark settings
     assert base_config.spark.conf["spark.driver.memory"] == "6g"
