@@ -73,18 +73,23 @@ def environment(tmp: Path) -> dict[str, str]:
     return env
 
 
-def airflow(env: dict[str, str], *args: str, log: Path) -> int:
-    with log.open("w") as out:
+def run_logged(command: list[str], env: dict[str, str], log: Path, timeout: int) -> int:
+    """Run ``command`` from the project root, its output appended to ``log``; its exit status."""
+    with log.open("a") as out:
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "airflow"), *args],
+            command,
             env=env,
             cwd=PROJECT_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=1500,
+            timeout=timeout,
             check=False,
         )
     return done.returncode
+
+
+def airflow(env: dict[str, str], *args: str, log: Path) -> int:
+    return run_logged([str(Path(sys.executable).parent / "airflow"), *args], env, log, timeout=1500)
 
 
 def night_outside_airflow(spark, config, env: dict[str, str], day: dt.date, log: Path) -> None:
@@ -106,21 +111,13 @@ def night_outside_airflow(spark, config, env: dict[str, str], day: dt.date, log:
     sessionize.run(spark, ctx)
     sequences.run(spark, ctx)
     validate.run_sequences_gate(spark, ctx)
-    with log.open("w") as out:
-        for step in ("train", "evaluate", "decide", "score"):
-            rendered = [
-                arg.replace(RUN_DATE, day.isoformat()).replace("{{ params.model }}", config.model.name)
-                for arg in model_command(step)
-            ]
-            subprocess.run(
-                [sys.executable, "-m", *rendered],
-                env=env,
-                cwd=PROJECT_ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=600,
-                check=True,
-            )
+    for step in ("train", "evaluate", "decide", "score"):
+        rendered = [
+            arg.replace(RUN_DATE, day.isoformat()).replace("{{ params.model }}", config.model.name)
+            for arg in model_command(step)
+        ]
+        status = run_logged([sys.executable, "-m", *rendered], env, log, timeout=600)
+        assert status == 0, f"{step} {day} exited {status}: " + log.read_text()[-3000:]
     publish_recommendations.run(spark, ctx)
 
 
