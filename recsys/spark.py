@@ -194,20 +194,11 @@ def build_class_archive(config: Config) -> Path | None:
     target = Path(config.project_path(config.spark.class_archive))
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}")
-    profile = os.environ.get("RECSYS_PROFILE", "local")
+    # The workload's driver runs without an archive (it records one); its profile comes from
+    # the inherited environment, as this process's did.
+    workload = ["--archive-workload", str(partial), "--set", "spark.class_archive=null"]
     done = subprocess.run(
-        # The workload's driver runs without an archive (it records one).
-        [
-            sys.executable,
-            "-m",
-            "recsys.spark",
-            "--archive-workload",
-            str(partial),
-            "--config",
-            profile,
-            "--set",
-            "spark.class_archive=null",
-        ],
+        [sys.executable, "-m", "recsys.spark", *workload],
         env={k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"},
         capture_output=True,
         text=True,
