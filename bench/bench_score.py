@@ -56,6 +56,7 @@ from model.train import build_model, resolve_device
 from recsys.config import load_config
 from recsys.datasets.formats import read_ratings
 from recsys.datasets.synthetic import generate_synthetic
+from recsys.delta import read_arrow
 
 log = logging.getLogger("bench_score")
 
@@ -109,7 +110,7 @@ def save_untrained(config: Any, lake: Path) -> SequenceData:
     """An untrained SS4Rec over the sequences' items, saved as the registry's VERSION."""
     from deltalake import DeltaTable
 
-    data = SequenceData.from_arrow(DeltaTable(str(lake / "sequences")).to_pyarrow_table())
+    data = SequenceData.from_arrow(read_arrow(DeltaTable(str(lake / "sequences"))))
     torch.manual_seed(0)
     model = build_model(config, data.n_items, data.n_users)
     saved = {"config": config.model_dump(mode="json"), "n_items": data.n_items, "n_users": data.n_users}
@@ -247,9 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from deltalake import DeltaTable
 
-    silver = DeltaTable(str(lake / "ratings_silver")).to_pyarrow_table(
-        columns=["user_id", "item_id", "timestamp"]
-    )
+    silver = read_arrow(DeltaTable(str(lake / "ratings_silver")), ["user_id", "item_id", "timestamp"])
     history = history_from_silver(silver, data.user_vocab, data.item_vocab, run_timestamp(RUN_DATE), 30)
     figures["ratings"] = silver.num_rows
     del silver

@@ -322,12 +322,13 @@ def read_ratings(path: str, run_date: dt.date) -> pd.DataFrame:
 
     from model.data import read_as_of
     from recsys.asof import VALID_FROM_COL
+    from recsys.delta import read_arrow
 
     columns = ["user_id", "item_id", "rating", "timestamp"]
     table = DeltaTable(path)
     if VALID_FROM_COL in [f.name for f in table.schema().fields]:
         return read_as_of(path, "ratings_silver", run_date, columns)[0].select(columns).to_pandas()
-    return table.to_pandas(columns=columns)
+    return read_arrow(table, columns).to_pandas()
 
 
 def format_metrics(results: dict[str, dict[str, float]], ks: list[int]) -> str:

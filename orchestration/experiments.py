@@ -120,9 +120,11 @@ def ensure_sequences(config: Config) -> None:
     sequences exist."""
     from deltalake import DeltaTable
 
+    from recsys.delta import arrow_dataset
+
     path = config.table_path("sequences")
     try:
-        rows = DeltaTable(path).to_pyarrow_dataset().count_rows(filter=None)
+        rows = arrow_dataset(DeltaTable(path)).count_rows()
     except Exception:
         rows = 0
     if rows:

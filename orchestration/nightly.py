@@ -43,9 +43,9 @@ def _rows_of(config: Config, table: str, run_date: dt.date, columns: list[str] |
     """The run date's rows of a run_date-partitioned Delta table (delta-rs, no JVM)."""
     from deltalake import DeltaTable
 
-    return DeltaTable(config.table_path(table)).to_pyarrow_table(
-        columns=columns, filters=[("run_date", "=", run_date)]
-    )
+    from recsys.delta import read_arrow
+
+    return read_arrow(DeltaTable(config.table_path(table)), columns, [("run_date", "=", run_date)])
 
 
 def sample(config: Config, run_date: dt.date) -> tuple[int, Any, Any]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from deltalake import DeltaTable
     from pyspark.sql import DataFrame, SparkSession
 
 VALID_FROM_COL = "valid_from"
@@ -45,6 +46,17 @@ AS_OF_KEYS: dict[str, tuple[str, ...]] = {
 
 class BeforeHorizonError(ValueError):
     """An as-of read asked for a date whose superseded versions retention has removed."""
+
+
+def open_delta(path: str, version: int | None = None) -> DeltaTable | None:
+    """The delta-rs handle of the table at ``path`` (a path or URI), or None when there is none."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(path, version=version)
+    except TableNotFoundError:
+        return None
 
 
 def check_horizon(path: str, as_of: dt.date, horizon: str | None) -> None:
@@ -69,15 +81,15 @@ def as_of_spark(
     rows matching one are read, before the latest version of each key is chosen, so a read of
     a few users costs a scan, not a shuffle of the whole table.
     """
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
     table = reader.load(path)
-    detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
-    check_horizon(path, as_of, (detail["properties"] or {}).get(HORIZON_PROPERTY) if detail else None)
+    # The table property from the log through delta-rs: no Spark job (DeltaTable.detail() is one).
+    meta = open_delta(path, version)
+    check_horizon(path, as_of, meta.metadata().configuration.get(HORIZON_PROPERTY) if meta else None)
     rows = table.where(F.col(VALID_FROM_COL) <= F.lit(as_of).cast("date"))
     if within is not None:
         rows = rows.join(F.broadcast(within), list(within.columns), "left_semi")
@@ -117,10 +129,12 @@ def as_of_arrow(
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
-    table = DeltaTable(path, version=version)
+    from recsys.delta import read_arrow
+
+    table = DeltaTable(path, version=version)  # a missing table is an error here
     check_horizon(path, as_of, table.metadata().configuration.get(HORIZON_PROPERTY))
     wanted = None if columns is None else list(dict.fromkeys([*keys, VALID_FROM_COL, *columns]))
-    rows = table.to_pyarrow_table(filters=[(VALID_FROM_COL, "<=", as_of)], columns=wanted)
+    rows = read_arrow(table, wanted, [(VALID_FROM_COL, "<=", as_of)])
     if rows.num_rows and pc.count_distinct(rows[VALID_FROM_COL]).as_py() > 1:
         latest = rows.group_by(list(keys)).aggregate([(VALID_FROM_COL, "max")])
         latest = latest.rename_columns(

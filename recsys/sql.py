@@ -137,12 +137,14 @@ def duckdb_query(tables: Mapping[str, str], name: str, /, **params: Any) -> pd.D
     import duckdb
     from deltalake import DeltaTable
 
+    from recsys.delta import arrow_dataset
+
     sql = render(load_query(name), **params)
     _view_names(tables)
     connection = duckdb.connect(":memory:")
     try:
         for view, path in tables.items():
-            connection.register(view, DeltaTable(str(path)).to_pyarrow_dataset())
+            connection.register(view, arrow_dataset(DeltaTable(str(path))))
         return connection.sql(sql).to_arrow_table().to_pandas()
     finally:
         connection.close()

@@ -69,7 +69,7 @@ from spark_jobs.common import (
     inputs_from_args,
     job_parser,
     publish,
-    table_exists,
+    read_small_table,
 )
 
 if TYPE_CHECKING:
@@ -393,14 +393,11 @@ def sha256(spark: SparkSession, uri: str) -> str:
         stream.close()
 
 
-def read_ledger(spark: SparkSession, ctx: RunContext) -> dict[dt.date, list[dict]]:
+def read_ledger(ctx: RunContext) -> dict[dt.date, list[dict]]:
     """The ingest ledger's rows by drop date (empty when the lake has none yet)."""
-    path = ctx.table("ingest_ledger")
-    if not table_exists(spark, path):
-        return {}
     ledger: dict[dt.date, list[dict]] = {}
-    for row in spark.read.format("delta").load(path).collect():
-        ledger.setdefault(row[DROP_DATE_COL], []).append(row.asDict())
+    for row in read_small_table(ctx.table("ingest_ledger")):
+        ledger.setdefault(row[DROP_DATE_COL], []).append(row)
     return ledger
 
 
@@ -420,7 +417,7 @@ def _ledger_columns() -> list[str]:
 
 def set_status(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date], status: str) -> None:
     """Move ``drops`` to ``status`` in the ledger, stamped with this night and run id."""
-    ledger = read_ledger(spark, ctx)
+    ledger = read_ledger(ctx)
     rows = [
         {**row, "status": status, "night": ctx.run_date, "run_id": ctx.run_id}
         for drop in drops
@@ -429,11 +426,11 @@ def set_status(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date], s
     write_ledger(spark, ctx, rows)
 
 
-def drops_with_status(spark: SparkSession, ctx: RunContext, status: str) -> list[dt.date]:
+def drops_with_status(ctx: RunContext, status: str) -> list[dt.date]:
     """Drops dated <= the run date whose ledger status is ``status``, in date order."""
     return sorted(
         drop
-        for drop, rows in read_ledger(spark, ctx).items()
+        for drop, rows in read_ledger(ctx).items()
         if drop <= ctx.run_date and all(row["status"] == status for row in rows)
     )
 
@@ -446,7 +443,7 @@ def plan_drops(spark: SparkSession, ctx: RunContext) -> list[DropPlan]:
     (``changed``). Size and modification time decide whether to look closer; the checksum decides.
     """
     landed = list_landing(spark, ctx)
-    ledger = read_ledger(spark, ctx)
+    ledger = read_ledger(ctx)
     plans, refreshed = [], []
     for drop_date, files in landed.items():
         held = {row["file"]: row for row in ledger.get(drop_date, [])}

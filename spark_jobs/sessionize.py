@@ -116,16 +116,14 @@ def touched_users(spark: SparkSession, ctx: RunContext) -> DataFrame | None:
 
     if ctx.config.pipeline.kcore > 0:
         return None
-    finished = [d for d in partition_dates(spark, ctx.table("sequences"), VALID_FROM_COL) if d < ctx.run_date]
+    finished = [d for d in partition_dates(ctx.table("sequences"), VALID_FROM_COL) if d < ctx.run_date]
     if not finished:
         return None
     since = finished[-1]
     dates = [
-        d
-        for d in partition_dates(spark, ctx.table("ratings_silver"), VALID_FROM_COL)
-        if since < d <= ctx.run_date
+        d for d in partition_dates(ctx.table("ratings_silver"), VALID_FROM_COL) if since < d <= ctx.run_date
     ]
-    dates = sorted(set(dates) | set(nights_applying(spark, ctx)))
+    dates = sorted(set(dates) | set(nights_applying(ctx)))
     silver = spark.read.format("delta").load(ctx.table("ratings_silver"))
     return silver.where(F.col(VALID_FROM_COL).isin(dates)).select(USER_COL).distinct()
 

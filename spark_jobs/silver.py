@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from expectations.gate import check, load_suite, validate
-from recsys.asof import AS_OF_KEYS, as_of_spark
+from recsys.asof import AS_OF_KEYS, as_of_spark, open_delta
 from spark_jobs.columns import (
     DROP_DATE_COL,
     ITEM_COL,
@@ -70,6 +70,7 @@ from spark_jobs.common import (
     job_parser,
     partition_dates,
     publish,
+    read_small_table,
     table_exists,
 )
 from spark_jobs.ingest import APPLIED, GATED, drops_with_status, read_ledger, set_status
@@ -188,25 +189,35 @@ class RunStats:
                 )
 
 
-def versions(clean: DataFrame, previous: DataFrame | None) -> DataFrame:
+def versions(clean: DataFrame, previous: DataFrame | None, single_drop: bool = False) -> DataFrame:
     """Silver versions (plus the suite's check columns) for every (key, drop) of ``clean``.
 
     ``clean``: the clean rows (key, rating, timestamp, source_file, line_number, drop_date) of
     the drops being applied; ``previous``: the versions of their keys before the first of them
-    (as of the day before), or None. One shuffle by user and one sort, by (key, drop, the dedup
-    order): a running maximum of the rows (the dedup policy) and a running sum of their lines,
-    with the previous state first as a row standing for its ``copies`` lines; each key's last
-    row of a drop is its version after that drop.
+    (as of the day before), or None; ``single_drop``: the caller knows ``clean`` holds one drop.
+
+    One shuffle by user and one sort, by (key, drop, the dedup order, latest first):
+
+    1. per (key, drop), the row the dedup policy keeps, the drop's clean lines and its late lines
+       (one window operator; the previous state enters as a row dated before any drop, standing
+       for its ``copies`` lines);
+    2. per key, in drop order over those rows: the running maximum (the policy is a maximum, so a
+       key's version after a drop is the maximum of its previous version and the drop's own
+       winner) and the running sum of lines. The rows are already in this order. A single drop
+       with no previous state needs no step 2: its winners are the versions.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    winner = F.struct(TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RATING_COL)
+    weight = "_weight"
     rows = clean.select(
         *KEY,
         DROP_DATE_COL,
-        winner.alias(_WINNER),
-        F.lit(1).cast("long").alias(_LINES),
+        RATING_COL,
+        TIMESTAMP_COL,
+        SOURCE_FILE_COL,
+        LINE_NUMBER_COL,
+        F.lit(1).cast("long").alias(weight),
         (F.col(TIMESTAMP_COL) < day_start(DROP_DATE_COL)).cast("long").alias(_LATE),
     )
     before_any = F.lit(_BEFORE_ANY_DROP).cast("date")
@@ -215,31 +226,49 @@ def versions(clean: DataFrame, previous: DataFrame | None) -> DataFrame:
             previous.select(
                 *KEY,
                 before_any.alias(DROP_DATE_COL),
-                winner.alias(_WINNER),
-                F.col(COPIES_COL).cast("long").alias(_LINES),
+                RATING_COL,
+                TIMESTAMP_COL,
+                SOURCE_FILE_COL,
+                LINE_NUMBER_COL,
+                F.col(COPIES_COL).cast("long").alias(weight),
                 F.lit(0).cast("long").alias(_LATE),
             )
         )
     # Hash-partitioned by user: the windows need no further shuffle, and sessions built from
     # these rows in the same process none either.
-    history = Window.partitionBy(*KEY).orderBy(DROP_DATE_COL, _WINNER)
-    so_far = history.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    in_drop = Window.partitionBy(*KEY, DROP_DATE_COL)
-    running = rows.repartition(USER_COL).select(
-        *KEY,
-        DROP_DATE_COL,
-        F.max(_WINNER).over(so_far).alias(_WINNER),
-        F.sum(_LINES).over(so_far).alias(COPIES_COL),
-        F.sum(_LINES).over(in_drop).alias(_LINES),
-        F.sum(_LATE).over(in_drop).alias(_LATE),
-        F.lead(DROP_DATE_COL).over(history).alias("_next_drop"),
+    latest_first = Window.partitionBy(*KEY, DROP_DATE_COL).orderBy(
+        *(F.col(c).desc() for c in (TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL))
     )
-    last_of_drop = F.col("_next_drop").isNull() | (F.col("_next_drop") != F.col(DROP_DATE_COL))
-    kept = running.where(last_of_drop & (F.col(DROP_DATE_COL) != before_any))
+    whole_drop = latest_first.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    winners = (
+        rows.repartition(USER_COL)
+        .select(
+            *KEY,
+            DROP_DATE_COL,
+            F.struct(TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, RATING_COL).alias(_WINNER),
+            F.row_number().over(latest_first).alias("_rank"),
+            F.sum(weight).over(whole_drop).alias(_LINES),
+            F.sum(_LATE).over(whole_drop).alias(_LATE),
+        )
+        .where(F.col("_rank") == 1)
+    )
+    in_order = Window.partitionBy(*KEY).orderBy(DROP_DATE_COL)
+    if single_drop and previous is None:
+        running = winners.select(*KEY, DROP_DATE_COL, _WINNER, F.col(_LINES).alias(COPIES_COL), _LINES, _LATE)
+    else:
+        so_far = in_order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+        running = winners.select(
+            *KEY,
+            DROP_DATE_COL,
+            F.max(_WINNER).over(so_far).alias(_WINNER),
+            F.sum(_LINES).over(so_far).alias(COPIES_COL),
+            _LINES,
+            _LATE,
+        ).where(F.col(DROP_DATE_COL) != before_any)
     # The suite's duplicates check, on the versions themselves (their order needs no new sort).
-    previous_drop = F.lag(DROP_DATE_COL).over(Window.partitionBy(*KEY).orderBy(DROP_DATE_COL))
+    previous_drop = F.lag(DROP_DATE_COL).over(in_order)
     best = F.col(_WINNER)
-    return kept.select(
+    return running.select(
         F.col(USER_COL).cast("long").alias(USER_COL),
         F.col(ITEM_COL).cast("long").alias(ITEM_COL),
         best[RATING_COL].alias(RATING_COL),
@@ -293,7 +322,7 @@ def apply_drops(
 
     path = ctx.table("ratings_silver")
     first = min(pending)
-    later = [d for d in drops_with_status(spark, ctx, APPLIED) if d >= first]
+    later = [d for d in drops_with_status(ctx, APPLIED) if d >= first]
     rebuilt = sorted(set(pending) | set(later))
     exists = table_exists(spark, path)
     silver = spark.read.format("delta").load(path) if exists else None
@@ -314,7 +343,7 @@ def apply_drops(
     if exists:
         clean = clean.persist()
         previous = previous_versions(spark, path, first - dt.timedelta(days=1), clean.select(*KEY).distinct())
-    frame = versions(clean, previous).persist()
+    frame = versions(clean, previous, single_drop=len(rebuilt) == 1).persist()
     try:
         suite = load_suite(SILVER_SUITE)
         result = validate_silver(frame)
@@ -468,43 +497,32 @@ def publish_drop_stats(spark: SparkSession, ctx: RunContext, stats: Sequence[Dro
     publish(frame, ctx, "ratings_drop_stats", {DROP_DATE_COL: [s.drop_date for s in stats]})
 
 
-def previous_night(spark: SparkSession, ctx: RunContext) -> dt.date | None:
+def previous_night(ctx: RunContext) -> dt.date | None:
     """The latest night before the run date in ``ratings_run_stats`` (None for the first night)."""
-    earlier = [
-        d for d in partition_dates(spark, ctx.table("ratings_run_stats"), RUN_DATE_COL) if d < ctx.run_date
-    ]
+    earlier = [d for d in partition_dates(ctx.table("ratings_run_stats"), RUN_DATE_COL) if d < ctx.run_date]
     return earlier[-1] if earlier else None
 
 
-def run_stats(spark: SparkSession, ctx: RunContext) -> RunStats:
+def run_stats(ctx: RunContext) -> RunStats:
     """Tonight's accounting from the drop stats: drops after the previous night, and totals up to the date."""
-    from pyspark.sql import functions as F
+    import pyarrow.compute as pc
 
-    since = previous_night(spark, ctx)
-    path = ctx.table("ratings_drop_stats")
-    rows = (
-        spark.read.format("delta")
-        .load(path)
-        .where(F.col(DROP_DATE_COL) <= F.lit(ctx.run_date).cast("date"))
-        .collect()
-        if table_exists(spark, path)
-        else []
-    )
+    from recsys.delta import read_arrow
+
+    since = previous_night(ctx)
+    rows = [r for r in read_small_table(ctx.table("ratings_drop_stats")) if r[DROP_DATE_COL] <= ctx.run_date]
     tonight = [r for r in rows if since is None or r[DROP_DATE_COL] > since]
     reasons: dict[str, int] = {}
     for row in tonight:
         for reason, n in (row["quarantined_by_reason"] or {}).items():
             reasons[reason] = reasons.get(reason, 0) + int(n)
     users = int(tonight[0]["users"]) if len(tonight) == 1 else 0
-    if len(tonight) > 1 and table_exists(spark, ctx.table("ratings_silver")):
-        users = (
-            spark.read.format("delta")
-            .load(ctx.table("ratings_silver"))
-            .where(F.col(VALID_FROM_COL).isin([r[DROP_DATE_COL] for r in tonight]))
-            .select(USER_COL)
-            .distinct()
-            .count()
-        )
+    silver = open_delta(ctx.table("ratings_silver"))
+    if len(tonight) > 1 and silver is not None:
+        # One column of tonight's partitions, through delta-rs (no Spark job).
+        dates = [r[DROP_DATE_COL] for r in tonight]
+        column = read_arrow(silver, [USER_COL], [(VALID_FROM_COL, "in", dates)])
+        users = pc.count_distinct(column[USER_COL]).as_py()
 
     def total(column: str, of: Sequence[Any]) -> int:
         return sum(int(r[column]) for r in of)
@@ -558,7 +576,7 @@ class SilverOutput:
 def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutput:
     """Apply tonight's gated drops to silver; publish their drop stats and the night's run stats."""
     require_gate_passed(spark, ctx, RATINGS_SUITE)
-    pending = drops_with_status(spark, ctx, GATED)
+    pending = drops_with_status(ctx, GATED)
     applied = Applied([], None)
     if pending:
         applied = apply_drops(spark, ctx, pending, keep=keep)
@@ -569,7 +587,7 @@ def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutpu
             if applied.frame is not None:
                 applied.frame.unpersist()
             raise
-    stats = run_stats(spark, ctx)
+    stats = run_stats(ctx)
     publish_run_stats(spark, ctx, stats)
     log.info(
         "silver %s: %d drops applied; tonight read %s, quarantined %s, duplicates %s, new keys %s, late %s; "
@@ -587,11 +605,11 @@ def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutpu
     return SilverOutput(stats, applied.drops, applied.frame)
 
 
-def nights_applying(spark: SparkSession, ctx: RunContext) -> list[dt.date]:
+def nights_applying(ctx: RunContext) -> list[dt.date]:
     """Drops the ledger says this night (re)applied: the sessions stage recomputes their users."""
     return sorted(
         drop
-        for drop, rows in read_ledger(spark, ctx).items()
+        for drop, rows in read_ledger(ctx).items()
         if drop <= ctx.run_date
         and any(row["night"] == ctx.run_date and row["status"] == APPLIED for row in rows)
     )

@@ -246,7 +246,7 @@ def trailing_volumes(
             .collect()
         ):
             known[row[DROP_DATE_COL]] = int(row["rows_read"])
-    held = [d for d in read_ledger(spark, ctx)] + list(drops)
+    held = [d for d in read_ledger(ctx)] + list(drops)
     first = min(held) if held else None
     known.update(rows)
     depth = ctx.config.pipeline.volume_trailing_drops
@@ -301,7 +301,7 @@ _DROP_CHECKS_SCHEMA = (
 def header_drift(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> dict[dt.date, list[str]]:
     """Files of ``drops`` whose header is not their format's (from the ledger), by drop."""
     drift: dict[dt.date, list[str]] = {}
-    for drop, rows in read_ledger(spark, ctx).items():
+    for drop, rows in read_ledger(ctx).items():
         if drop not in drops:
             continue
         for row in rows:
@@ -323,7 +323,7 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
     """
     from pyspark.sql import functions as F
 
-    drops = drops_with_status(spark, ctx, INGESTED)
+    drops = drops_with_status(ctx, INGESTED)
     if not drops:
         summary = {"drops": [], "rows_read": 0, "rows_quarantined": 0, "quarantined_by_reason": {}}
         write_json(spark, f"{ctx.validation_uri(RATINGS_SUITE)}.summary.json", _stamp(ctx, True, [], summary))

@@ -142,7 +142,7 @@ def test_planted_bad_batch_stops_the_run_before_silver(spark, tmp_path):
     assert "drop 2024-01-01: rows 17, quarantine ratio 0.4706" in message
     assert "quarantined 8 (wrong_field_count 8)" in message
     assert "rows read 17" in message
-    assert ingest.read_ledger(spark, ctx)[DAY][0]["status"] == "ingested"  # not gated: retried next night
+    assert ingest.read_ledger(ctx)[DAY][0]["status"] == "ingested"  # not gated: retried next night
     # every line is kept: the 8 malformed ones in quarantine, with the results per run
     quarantine = spark.read.format("delta").load(ctx.table("ratings_quarantine"))
     assert quarantine.count() == 8

@@ -160,7 +160,7 @@ def test_ingest_publishes_every_line_and_quarantines_parse_errors(spark, tmp_pat
         23: ("empty_line", "ingest", ""),
     }
     # the file was landed as the run date's drop, and the ledger records it
-    (row,) = ingest.read_ledger(spark, ctx)[DAY]
+    (row,) = ingest.read_ledger(ctx)[DAY]
     assert row["file"].endswith(f"/landing/ratings/{DAY.isoformat()}/ratings_small.csv")
     assert (row["format"], row["header"], row["rows"], row["status"]) == (
         "ratings.csv",
@@ -195,7 +195,9 @@ def test_ingest_main_runs_under_spark_submit(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     from deltalake import DeltaTable
 
-    bronze = DeltaTable(str(lake / "ratings_bronze")).to_pyarrow_table()
+    from recsys.delta import read_arrow
+
+    bronze = read_arrow(DeltaTable(str(lake / "ratings_bronze")))
     assert sorted(bronze.column("line_number").to_pylist()) == [1, 2, 3, 4]
     assert [str(d) for d in set(bronze.column("drop_date").to_pylist())] == [DAY.isoformat()]
     # a u.data file keeps no name that tells its format: it is landed under the format's name

@@ -131,10 +131,12 @@ def test_tables_are_readable_without_a_jvm(first_run):
     import duckdb
     from deltalake import DeltaTable
 
+    from recsys.delta import read_arrow
+
     ctx, _ = first_run
     for table in OUTPUT_TABLES:
-        assert DeltaTable(ctx.table(table)).to_pyarrow_table().num_rows > 0, table
-    sequences = DeltaTable(ctx.table("sequences")).to_pyarrow_table()
+        assert read_arrow(DeltaTable(ctx.table(table))).num_rows > 0, table
+    sequences = read_arrow(DeltaTable(ctx.table("sequences")))
     assert {f.name: str(f.type) for f in sequences.schema} == {
         "valid_from": "date32[day]",
         "user_id": "int64",
@@ -146,7 +148,7 @@ def test_tables_are_readable_without_a_jvm(first_run):
         "n_events": "int32",
     }
     connection = duckdb.connect()
-    connection.register("sessions", DeltaTable(ctx.table("sessions")).to_pyarrow_table())
+    connection.register("sessions", read_arrow(DeltaTable(ctx.table("sessions"))))
     assert connection.execute("SELECT count(*), count(DISTINCT user_id) FROM sessions").fetchall() == [
         (13, 5)
     ]

@@ -22,7 +22,8 @@ def _lines(rows):
     return [(*row[:3], "f", i + 1, *row[3:]) for i, row in enumerate(rows)]
 
 
-def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spark):
+@pytest.mark.parametrize("single_drop", [True, False], ids=["one-drop path", "running path"])
+def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spark, single_drop):
     rows = [
         (1, 10, 4.0, 100, "f", 2),
         (1, 10, 2.0, 500, "f", 3),  # re-rating, later timestamp: kept
@@ -35,7 +36,7 @@ def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spa
         (4, 40, 1.0, 100, "a", 9),
         (4, 40, 2.0, 100, "b", 1),  # equal timestamp in a later file
     ]
-    first = _versions(spark, rows, DAY_1)
+    first = _versions(spark, rows, DAY_1, single_drop=single_drop)
     assert {key: value[:4] for key, value in first.items()} == {
         (1, 10): (2.0, 500, 3, 3),
         (3, 31): (4.5, 700, 6, 2),
@@ -49,13 +50,16 @@ def test_dedup_keeps_latest_rerating_then_later_line_and_one_exact_duplicate(spa
 DAY_1, DAY_2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 
 
-def _versions(spark, rows, day, previous=None):
+def _versions(spark, rows, day, previous=None, single_drop=False):
     from pyspark.sql import functions as F
 
     clean = spark.createDataFrame(rows, RATINGS).withColumn("drop_date", F.lit(day).cast("date"))
-    frame = versions(clean, previous)
+    return _collect(versions(clean, previous, single_drop=single_drop))
+
+
+def _collect(frame, key=("user_id", "item_id")):
     return {
-        (r["user_id"], r["item_id"]): (
+        tuple(r[k] for k in key): (
             r["rating"],
             r["timestamp"],
             r["line_number"],
@@ -84,6 +88,25 @@ def test_a_later_drop_versions_only_its_keys_against_their_previous_state(spark)
         (1, 10): (2.0, 500, 3, 2, 1, DAY_2, False, True),
         (2, 20): (3.0, 900, 2, 3, 2, DAY_2, False, True),
         (5, 50): (4.0, 100, 3, 1, 0, DAY_2, False, True),
+    }
+
+
+def test_several_drops_at_once_give_one_version_per_key_and_drop_in_drop_order(spark):
+    """A first night over several drops: each drop's version of a key carries the earlier drops' lines."""
+    rows = [
+        (1, 10, 4.0, 900, "d1", 1, DAY_1),  # the latest rating, in the earlier drop
+        (1, 10, 2.0, 500, "d2", 1, DAY_2),  # a re-rating dated before it: the first stays
+        (1, 10, 2.0, 500, "d2", 2, DAY_2),  # and its exact duplicate
+        (2, 20, 3.0, 100, "d1", 2, DAY_1),
+        (3, 30, 5.0, 100, "d2", 3, DAY_2),
+    ]
+    clean = spark.createDataFrame(rows, RATINGS + ", drop_date date")
+    got = _collect(versions(clean, None), key=("user_id", "item_id", "valid_from"))
+    assert got == {
+        (1, 10, DAY_1): (4.0, 900, 1, 1, 0, DAY_1, False, True),
+        (1, 10, DAY_2): (4.0, 900, 1, 3, 1, DAY_2, False, True),
+        (2, 20, DAY_1): (3.0, 100, 2, 1, 0, DAY_1, False, True),
+        (3, 30, DAY_2): (5.0, 100, 3, 1, 0, DAY_2, False, True),
     }
 
 

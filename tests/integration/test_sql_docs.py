@@ -450,6 +450,8 @@ def test_latest_run_is_a_view_body_and_the_shared_predicate(spark, tables):
     import duckdb
     from deltalake import DeltaTable
 
+    from recsys.delta import arrow_dataset
+
     predicate = "r.run_date = (SELECT MAX(run_date) FROM recommendations)"
     assert predicate in load_query("latest_run")
     assert predicate in load_query("user_top10")
@@ -461,7 +463,7 @@ def test_latest_run_is_a_view_body_and_the_shared_predicate(spark, tables):
     assert tuple(spark.sql(count).first()) == (4 * K, NIGHT_2, NIGHT_2)
 
     connection = duckdb.connect()
-    connection.register("recommendations", DeltaTable(tables["recommendations"]).to_pyarrow_dataset())
+    connection.register("recommendations", arrow_dataset(DeltaTable(tables["recommendations"])))
     connection.execute(view)
     assert connection.sql(count).fetchall() == [(4 * K, NIGHT_2, NIGHT_2)]
     connection.close()

@@ -124,7 +124,7 @@ def test_each_night_ingests_only_its_new_drops(spark, timeline):
     assert results[NIGHTS[0]].drops == {dt.date(2024, 3, 2): "new", dt.date(2024, 3, 3): "new"}
     for day in NIGHTS[1:]:
         assert results[day].drops == {day: "new"}
-    ledger = read_ledger(spark, RunContext.for_date(config, NIGHTS[-1]))
+    ledger = read_ledger(RunContext.for_date(config, NIGHTS[-1]))
     assert {drop: rows[0]["night"] for drop, rows in ledger.items()} == {
         dt.date(2024, 3, 2): NIGHTS[0],
         **{day: day for day in NIGHTS},
@@ -132,7 +132,7 @@ def test_each_night_ingests_only_its_new_drops(spark, timeline):
     assert all(
         row["status"] == "applied" and len(row["sha256"]) == 64 for rows in ledger.values() for row in rows
     )
-    assert partition_dates(spark, config.table_path("ratings_bronze"), "drop_date") == sorted(ledger)
+    assert partition_dates(config.table_path("ratings_bronze"), "drop_date") == sorted(ledger)
     # a night's silver versions are only the keys its drop touched
     silver = spark.read.format("delta").load(config.table_path("ratings_silver"))
     assert silver.where("valid_from = DATE'2024-03-04'").count() == 12
@@ -272,7 +272,7 @@ def test_a_changed_past_drop_is_reingested_logged_and_applied(spark, timeline, c
         result = _night(spark, config, last)
     assert result.drops == {dt.date(2024, 3, 3): "changed"}
     assert any("2024-03-03 changed" in record.getMessage() for record in caplog.records)
-    ledger = read_ledger(spark, RunContext.for_date(config, last))
+    ledger = read_ledger(RunContext.for_date(config, last))
     (row,) = ledger[dt.date(2024, 3, 3)]
     assert row["changed"] and row["previous_sha256"] != row["sha256"] and row["night"] == last
     (kept,) = (
@@ -295,7 +295,7 @@ def _land(landing: Path, day: dt.date, text: str) -> Path:
 
 
 def _as_of_partitions(spark, config) -> dict[str, list[dt.date]]:
-    return {table: partition_dates(spark, config.table_path(table), "valid_from") for table in AS_OF_KEYS}
+    return {table: partition_dates(config.table_path(table), "valid_from") for table in AS_OF_KEYS}
 
 
 def test_a_drifted_header_stops_the_night_before_any_state_changes_and_a_fix_passes(spark, timeline):
@@ -308,7 +308,7 @@ def test_a_drifted_header_stops_the_night_before_any_state_changes_and_a_fix_pas
         _night(spark, config, day)
     assert "2024-03-08" in str(failure.value) and "userId,itemId" in str(failure.value)
     assert _as_of_partitions(spark, config) == before
-    assert read_ledger(spark, RunContext.for_date(config, day))[day][0]["status"] == "ingested"
+    assert read_ledger(RunContext.for_date(config, day))[day][0]["status"] == "ingested"
     bad.write_text("\n".join([HEADER, *rows]) + "\n")
     result = _night(spark, config, day)
     assert result.drops == {day: "retry"} and result.stats.rows_read == 12
