@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas
     from great_expectations.core import ExpectationSuiteValidationResult
     from pyspark.sql import Column, DataFrame
 
@@ -212,22 +213,29 @@ def _context() -> Any:
 
 
 def validate(
-    df: DataFrame,
+    df: DataFrame | pandas.DataFrame,
     suite: Suite,
     parameters: Mapping[str, Any],
     result_format: str | Mapping[str, Any] = DEFAULT_RESULT_FORMAT,
 ) -> ExpectationSuiteValidationResult:
-    """Validate ``df`` with GE 1.x (ephemeral context, Spark dataframe asset, whole-frame batch)."""
+    """Validate ``df`` with GE 1.x (ephemeral context, whole-frame batch of a dataframe asset).
+
+    ``df``: a Spark DataFrame, or a pandas one for results that are small by construction (one
+    row per drop), which GE's pandas engine validates without a Spark job.
+    """
     import great_expectations as gx
+    import pandas as pd
 
     context = _context()
     label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
-    batch_definition = (
+    if isinstance(df, pd.DataFrame):
+        source = context.data_sources.add_pandas(name=label)
+    else:
         # persist=False: callers hand in frames they have cached (or that are cheap to rescan);
         # GE's own cache would hold every column of the frame once more.
-        context.data_sources.add_spark(name=label, persist=False)
-        .add_dataframe_asset(name=suite.name)
-        .add_batch_definition_whole_dataframe(suite.name)
+        source = context.data_sources.add_spark(name=label, persist=False)
+    batch_definition = source.add_dataframe_asset(name=suite.name).add_batch_definition_whole_dataframe(
+        suite.name
     )
     gx_suite = context.suites.add(
         gx.ExpectationSuite(

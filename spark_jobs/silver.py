@@ -368,16 +368,20 @@ def apply_drops(
 def previous_versions(spark: SparkSession, path: str, before: dt.date, keys: DataFrame) -> DataFrame | None:
     """The silver versions (as of ``before``) of the ``keys`` that have one; None when none has.
 
-    Two steps: the keys alone are probed first (two columns of the table), and only when some
-    key existed before (a re-rating, rare in MovieLens) are whole rows read for the keys found.
+    Two steps: the keys alone are probed first (two columns of the table, the touched users' rows
+    first), and only when some key existed before (a re-rating, rare in MovieLens) are whole rows
+    read for the keys found.
     """
     from pyspark.sql import functions as F
 
+    # The users first: a semi join on one long key (a dense array lookup when the ids are small)
+    # lets only the touched users' rows reach the two-key lookup.
     known = (
         spark.read.format("delta")
         .load(path)
         .where(F.col(VALID_FROM_COL) <= F.lit(before).cast("date"))
         .select(*KEY)
+        .join(F.broadcast(keys.select(USER_COL).distinct()), [USER_COL], "left_semi")
         .join(F.broadcast(keys), list(KEY), "left_semi")
         .distinct()
         .collect()
