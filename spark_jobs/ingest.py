@@ -120,12 +120,13 @@ _FIRST_ROW_ID = "_first_row_id"
 _MAX_ABS_SECONDS = float(2**53)
 
 
-def read_lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+def read_lines(spark: SparkSession, paths: Sequence[str], counts: dict[str, int] | None = None) -> DataFrame:
     """Every line of ``paths``: ``source_file``, exact 1-based ``line_number``, ``value`` (the text).
 
     Two scans of the files, both in the JVM. The first counts the rows of each file split
     (a few rows reach the driver); the second numbers every row with an offset looked up by
-    its row id in a balanced tree of comparisons over the splits' first row ids.
+    its row id in a balanced tree of comparisons over the splits' first row ids. ``counts``, if
+    given, is filled with each file's number of lines (by ``source_file``) from the first scan.
     """
     from pyspark.sql import functions as F
 
@@ -148,6 +149,8 @@ def read_lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
         offsets.append((split[_FIRST_ROW_ID], before - split[_FIRST_ROW_ID] + 1))
         lines_before[split[SOURCE_FILE_COL]] = before + split[_SPLIT_ROWS]
     offsets.sort()
+    if counts is not None:
+        counts.update(lines_before)
     return scan.select(
         SOURCE_FILE_COL,
         (F.col(_ROW_ID) + _offset_lookup(F.col(_ROW_ID), offsets)).alias(LINE_NUMBER_COL),
@@ -548,10 +551,16 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     # First lines by scanned URI, the key of parse_lines and of the scan's source_file column.
     headers = file_headers(spark, [uri for uri, name in formats.items() if FORMATS[name].header is not None])
     parts = []
+    # Bronze rows per file: its lines less the header lines parse_lines drops (exact, from the
+    # line-numbering scan, so no scan of the published rows is needed).
+    rows: dict[str, int] = {}
     for name in sorted(set(formats.values())):
         uris = [uri for uri, fmt in formats.items() if fmt == name]
         own = {scanned[uri]: headers[scanned[uri]] for uri in uris if scanned[uri] in headers}
-        parts.append(parse_lines(read_lines(spark, uris), FORMATS[name], own))
+        lines: dict[str, int] = {}
+        parts.append(parse_lines(read_lines(spark, uris, lines), FORMATS[name], own))
+        skipped = FORMATS[name].n_header_lines if FORMATS[name].header is not None else 0
+        rows.update({file: max(n - skipped, 0) for file, n in lines.items()})
     bronze = parts[0]
     for part in parts[1:]:
         bronze = bronze.unionByName(part)
@@ -562,7 +571,6 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     # than parse the text a second time.
     published = spark.read.format("delta").load(path).where(F.col(DROP_DATE_COL).isin(drops))
     publish_quarantine(quarantine_rows(published, F.col(PARSE_ERROR_COL), STAGE), ctx, STAGE, drops)
-    rows = dict(published.groupBy(SOURCE_FILE_COL).count().collect())
     ledger = []
     for plan in plans:
         for file in plan.files:

@@ -170,6 +170,7 @@ def test_ingest_publishes_every_line_and_quarantines_parse_errors(spark, tmp_pat
     )
     assert row["size"] == (FIXTURES / "ratings_small.csv").stat().st_size and len(row["sha256"]) == 64
     assert {r["drop_date"] for r in bronze.collect()} == {DAY}
+    assert row["rows"] == bronze.count()  # from the line-numbering scan, equal to the published rows
 
 
 def test_ingest_main_runs_under_spark_submit(tmp_path):
