@@ -559,8 +559,7 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
         own = {scanned[uri]: headers[scanned[uri]] for uri in uris if scanned[uri] in headers}
         lines: dict[str, int] = {}
         parts.append(parse_lines(read_lines(spark, uris, lines), FORMATS[name], own))
-        skipped = FORMATS[name].n_header_lines if FORMATS[name].header is not None else 0
-        rows.update({file: max(n - skipped, 0) for file, n in lines.items()})
+        rows.update({file: max(n - FORMATS[name].n_header_lines, 0) for file, n in lines.items()})
     bronze = parts[0]
     for part in parts[1:]:
         bronze = bronze.unionByName(part)
