@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from deltalake import DeltaTable
     from pyspark.sql import DataFrame, SparkSession
 
 VALID_FROM_COL = "valid_from"
@@ -46,17 +45,6 @@ AS_OF_KEYS: dict[str, tuple[str, ...]] = {
 
 class BeforeHorizonError(ValueError):
     """An as-of read asked for a date whose superseded versions retention has removed."""
-
-
-def open_delta(path: str, version: int | None = None) -> DeltaTable | None:
-    """The delta-rs handle of the table at ``path`` (a path or URI), or None when there is none."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(path, version=version)
-    except TableNotFoundError:
-        return None
 
 
 def check_horizon(path: str, as_of: dt.date, horizon: str | None) -> None:
@@ -82,6 +70,8 @@ def as_of_spark(
     a few users costs a scan, not a shuffle of the whole table.
     """
     from pyspark.sql import functions as F
+
+    from recsys.delta import open_delta
 
     reader = spark.read.format("delta")
     if version is not None:

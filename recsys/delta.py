@@ -44,6 +44,17 @@ def read_partition(spark: SparkSession, path: str, run_date: dt.date) -> DataFra
 # ------------------------------------------------------------------ delta-rs reads (no JVM)
 
 
+def open_delta(path: str, version: int | None = None) -> DeltaTable | None:
+    """The delta-rs handle of the table at ``path`` (a path or URI), or None when there is none."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(path, version=version)
+    except TableNotFoundError:
+        return None
+
+
 def arrow_dataset(table: DeltaTable, file_pruning_predicate: Any = None) -> pyarrow.dataset.Dataset:
     """The active files of a delta-rs ``table`` as a pyarrow dataset read by pyarrow's own filesystem.
 

@@ -290,7 +290,7 @@ def partition_dates(path: str, column: str) -> list[dt.date]:
     From Delta's log (delta-rs, see :func:`read_small_table`), reading no data; an absent table
     has none.
     """
-    from recsys.asof import open_delta
+    from recsys.delta import open_delta
 
     table = open_delta(path)
     if table is None:
@@ -307,8 +307,7 @@ def read_small_table(path: str) -> list[dict[str, Any]]:
     """
     import pyarrow as pa
 
-    from recsys.asof import open_delta
-    from recsys.delta import read_arrow
+    from recsys.delta import open_delta, read_arrow
 
     table = open_delta(path)
     if table is None:

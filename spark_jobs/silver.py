@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from expectations.gate import check, load_suite, validate
-from recsys.asof import AS_OF_KEYS, as_of_spark, open_delta
+from recsys.asof import AS_OF_KEYS, as_of_spark
 from spark_jobs.columns import (
     DROP_DATE_COL,
     ITEM_COL,
@@ -511,7 +511,7 @@ def run_stats(ctx: RunContext) -> RunStats:
     """Tonight's accounting from the drop stats: drops after the previous night, and totals up to the date."""
     import pyarrow.compute as pc
 
-    from recsys.delta import read_arrow
+    from recsys.delta import open_delta, read_arrow
 
     since = previous_night(ctx)
     rows = [r for r in read_small_table(ctx.table("ratings_drop_stats")) if r[DROP_DATE_COL] <= ctx.run_date]
@@ -521,8 +521,8 @@ def run_stats(ctx: RunContext) -> RunStats:
         for reason, n in (row["quarantined_by_reason"] or {}).items():
             reasons[reason] = reasons.get(reason, 0) + int(n)
     users = int(tonight[0]["users"]) if len(tonight) == 1 else 0
-    silver = open_delta(ctx.table("ratings_silver"))
-    if len(tonight) > 1 and silver is not None:
+    silver = open_delta(ctx.table("ratings_silver")) if len(tonight) > 1 else None
+    if silver is not None:
         # One column of tonight's partitions, through delta-rs (no Spark job).
         dates = [r[DROP_DATE_COL] for r in tonight]
         column = read_arrow(silver, [USER_COL], [(VALID_FROM_COL, "in", dates)])
