@@ -67,7 +67,8 @@ def as_of_spark(
 
     ``within``: a frame of key values (any subset of the key columns, e.g. ``user_id``); only
     rows matching one are read, before the latest version of each key is chosen, so a read of
-    a few users costs a scan, not a shuffle of the whole table.
+    a few users costs one scan (the latest version is picked by a window over those rows), not
+    a shuffle of the whole table.
     """
     from pyspark.sql import functions as F
 
@@ -85,8 +86,20 @@ def as_of_spark(
         rows = rows.join(F.broadcast(within), list(within.columns), "left_semi")
     if len(_version_dates(table, as_of)) <= 1:
         return rows  # one version date: every key has one version, nothing to choose
+    if within is not None:
+        return latest_versions(rows, keys)
     latest = rows.groupBy(*keys).agg(F.max(VALID_FROM_COL).alias(VALID_FROM_COL))
     return rows.join(latest, [*keys, VALID_FROM_COL], "left_semi")
+
+
+def latest_versions(rows: DataFrame, keys: Sequence[str]) -> DataFrame:
+    """The rows of each key's latest ``valid_from`` among ``rows``: one window (a shuffle by the
+    keys unless ``rows`` are already clustered by some of them, e.g. partitioned by user)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    latest = F.max(VALID_FROM_COL).over(Window.partitionBy(*keys))
+    return rows.withColumn("_latest", latest).where(F.col(VALID_FROM_COL) == F.col("_latest")).drop("_latest")
 
 
 def _version_dates(table: DataFrame, as_of: dt.date) -> set[dt.date | None]:

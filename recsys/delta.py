@@ -82,3 +82,70 @@ def read_arrow(table: DeltaTable, columns: Sequence[str] | None = None, filters:
     dataset = arrow_dataset(table, file_pruning_predicate=filters)
     expression = None if filters is None else filters_to_expression(filters)
     return dataset.to_table(columns=None if columns is None else list(columns), filter=expression)
+
+
+# ------------------------------------------------------------------ delta-rs writes (small tables)
+
+
+def arrow_schema(ddl: str) -> pyarrow.Schema:
+    """A pyarrow schema from a Spark DDL string (``"a date, b map<string,bigint>, c array<string>"``).
+
+    The types of the bookkeeping tables: date, string, boolean, int, long/bigint, double, and
+    arrays and maps of those.
+    """
+    import pyarrow as pa
+
+    scalars = {
+        "date": pa.date32(),
+        "string": pa.string(),
+        "boolean": pa.bool_(),
+        "int": pa.int32(),
+        "long": pa.int64(),
+        "bigint": pa.int64(),
+        "double": pa.float64(),
+    }
+
+    def split_top(text: str) -> list[str]:
+        parts, depth, start = [], 0, 0
+        for i, char in enumerate(text):
+            depth += {"<": 1, ">": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                parts.append(text[start:i])
+                start = i + 1
+        return [p.strip() for p in [*parts, text[start:]] if p.strip()]
+
+    def parse(type_name: str) -> pyarrow.DataType:
+        type_name = type_name.strip().lower()
+        if type_name.startswith("array<"):
+            return pa.list_(parse(type_name[len("array<") : -1]))
+        if type_name.startswith("map<"):
+            key, value = split_top(type_name[len("map<") : -1])
+            return pa.map_(parse(key), parse(value))
+        if type_name not in scalars:
+            raise ValueError(f"unsupported type {type_name!r} in {ddl!r}")
+        return scalars[type_name]
+
+    return pa.schema([(name, parse(rest)) for name, rest in (f.split(None, 1) for f in split_top(ddl))])
+
+
+def replace_where(
+    path: str, rows: pyarrow.Table, predicate: str, run_id: str, partition_by: Sequence[str] = ()
+) -> None:
+    """Replace the rows of the Delta table at ``path`` that match ``predicate`` with ``rows``: one commit.
+
+    For the small bookkeeping tables (the ingest ledger, drop and run stats, items), written by
+    delta-rs in this process: a Spark write of a few rows costs 1-3 s of jobs (finding and
+    rewriting the matching files, collecting statistics), against about 50 ms here. Like Spark's
+    replaceWhere, delta-rs refuses rows outside ``predicate`` and writes the run id as the
+    commit's ``userMetadata``. A missing table is created by this commit (partitioned by
+    ``partition_by``). On S3, delta-rs commits with S3's conditional writes.
+    """
+    from deltalake import CommitProperties, write_deltalake
+
+    properties = CommitProperties(custom_metadata={"userMetadata": run_id})
+    if open_delta(path) is None:
+        write_deltalake(
+            path, rows, mode="append", partition_by=list(partition_by) or None, commit_properties=properties
+        )
+    else:
+        write_deltalake(path, rows, mode="overwrite", predicate=predicate, commit_properties=properties)

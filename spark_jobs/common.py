@@ -15,6 +15,7 @@ from recsys.config import Config, add_config_arguments, config_from_args, join_u
 from recsys.delta import RUN_DATE_COL, read_partition, run_id_for
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,41 @@ def publish(df: DataFrame, ctx: RunContext, table: str, where: Mapping[str, Any]
     return path
 
 
+def publish_rows(
+    ctx: RunContext,
+    table: str,
+    rows: pa.Table | Sequence[Mapping[str, Any]],
+    schema: str,
+    where: Mapping[str, Any] | None = None,
+) -> str:
+    """:func:`publish` for a small table (a few thousand rows at most), through delta-rs: no Spark job.
+
+    ``rows``: a pyarrow table or dicts with the columns of ``schema`` (Spark DDL); ``where`` as
+    for :func:`publish` (default this run's ``run_date``). One atomic commit
+    (:func:`recsys.delta.replace_where`).
+    """
+    import pyarrow as pa
+
+    from recsys.delta import arrow_schema, replace_where
+
+    path = ctx.table(table)
+    layout = TABLE_LAYOUTS.get(table, TableLayout())
+    where = dict(where) if where is not None else {RUN_DATE_COL: ctx.run_date}
+    target = arrow_schema(schema)
+    if isinstance(rows, pa.Table):
+        arrow = rows.select(target.names).cast(target)
+    else:
+        arrow = pa.Table.from_pylist(
+            [{name: row[name] for name in target.names} for row in rows], schema=target
+        )
+    missing = [column for column in where if column not in target.names]
+    if missing:
+        raise ValueError(f"cannot publish to {path}: the rows have no {', '.join(missing)} column")
+    replace_where(path, arrow, slice_predicate(where), ctx.run_id, list(where) if layout.partitioned else [])
+    log.info("published %s for %s (%s)", table, _describe(where), path)
+    return path
+
+
 def _describe(where: Mapping[str, Any]) -> str:
     def one(value: Any) -> str:
         if isinstance(value, (list, tuple, set, frozenset)):
@@ -296,6 +332,21 @@ def partition_dates(path: str, column: str) -> list[dt.date]:
     if table is None:
         return []
     return sorted({dt.date.fromisoformat(p[column]) for p in table.partitions() if p.get(column)})
+
+
+def holds_slice(path: str, where: Mapping[str, Any]) -> bool:
+    """Whether the table at ``path`` has a file in the slice ``where`` (partition column -> value or
+    values), from the Delta log through delta-rs (no data read); False for an absent table."""
+    from recsys.delta import open_delta
+
+    table = open_delta(path)
+    if table is None:
+        return False
+    wanted = {
+        column: {str(v) for v in (value if isinstance(value, (list, tuple, set, frozenset)) else [value])}
+        for column, value in where.items()
+    }
+    return any(all(p.get(c) in values for c, values in wanted.items()) for p in table.partitions())
 
 
 def read_small_table(path: str) -> list[dict[str, Any]]:

@@ -66,9 +66,11 @@ from spark_jobs.common import (
     RunContext,
     add_input_arguments,
     context_from_args,
+    holds_slice,
     inputs_from_args,
     job_parser,
     publish,
+    publish_rows,
     read_small_table,
 )
 
@@ -318,14 +320,44 @@ def quarantine_rows(bronze: DataFrame, reason: Column, stage: str) -> DataFrame:
     )
 
 
-def publish_quarantine(quarantine: DataFrame, ctx: RunContext, stage: str, drops: Sequence[dt.date]) -> None:
-    """Replace the ``stage`` slice of ``drops`` in ratings_quarantine with ``quarantine``."""
-    publish(
-        quarantine.select(*QUARANTINE_COLUMNS),
-        ctx,
-        "ratings_quarantine",
-        {DROP_DATE_COL: list(drops), STAGE_COL: stage},
-    )
+def publish_quarantine(
+    quarantine: DataFrame, ctx: RunContext, stage: str, drops: Sequence[dt.date], empty: bool = False
+) -> None:
+    """Replace the ``stage`` slice of ``drops`` in ratings_quarantine with ``quarantine``.
+
+    ``empty``: the caller knows ``quarantine`` has no rows; then nothing is written when the
+    table exists and no earlier attempt left rows in the slice (the usual night: no commit, no
+    Spark job).
+    """
+    from recsys.delta import open_delta
+
+    where = {DROP_DATE_COL: list(drops), STAGE_COL: stage}
+    path = ctx.table("ratings_quarantine")
+    if empty and open_delta(path) is not None and not holds_slice(path, where):
+        log.info("quarantine: nothing for stage %s of %d drop(s), none held before", stage, len(drops))
+        return
+    publish(quarantine.select(*QUARANTINE_COLUMNS), ctx, "ratings_quarantine", where)
+
+
+def parse_errors(path: str, drops: Sequence[dt.date]) -> int | None:
+    """Bronze rows of ``drops`` with a parse error, from the files' statistics in the Delta log
+    (``parse_error`` keeps null counts; delta-rs, no data read); None when a file lacks them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from recsys.delta import open_delta
+
+    table = open_delta(path)
+    if table is None:
+        return 0
+    files = pa.table(table.get_add_actions(flatten=True))
+    nulls = f"null_count.{PARSE_ERROR_COL}"
+    if nulls not in files.column_names:
+        return None
+    files = files.filter(pc.is_in(files[f"partition.{DROP_DATE_COL}"], pa.array(list(drops), pa.date32())))
+    if files[nulls].null_count or files["num_records"].null_count:
+        return None
+    return int(pc.sum(files["num_records"]).as_py() or 0) - int(pc.sum(files[nulls]).as_py() or 0)
 
 
 # ------------------------------------------------------------------ landing zone and ledger
@@ -404,21 +436,16 @@ def read_ledger(ctx: RunContext) -> dict[dt.date, list[dict]]:
     return ledger
 
 
-def write_ledger(spark: SparkSession, ctx: RunContext, rows: Sequence[dict]) -> None:
-    """Replace the ledger rows of every drop that ``rows`` mention (one Delta commit)."""
+def write_ledger(ctx: RunContext, rows: Sequence[dict]) -> None:
+    """Replace the ledger rows of every drop that ``rows`` mention (one Delta commit, no Spark job)."""
     if not rows:
         return
-    frame = spark.createDataFrame(
-        [tuple(r[c.split()[0]] for c in _ledger_columns()) for r in rows], LEDGER_SCHEMA
+    publish_rows(
+        ctx, "ingest_ledger", rows, LEDGER_SCHEMA, {DROP_DATE_COL: sorted({r[DROP_DATE_COL] for r in rows})}
     )
-    publish(frame, ctx, "ingest_ledger", {DROP_DATE_COL: sorted({r[DROP_DATE_COL] for r in rows})})
 
 
-def _ledger_columns() -> list[str]:
-    return [c.strip() for c in LEDGER_SCHEMA.split(",")]
-
-
-def set_status(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date], status: str) -> None:
+def set_status(ctx: RunContext, drops: Sequence[dt.date], status: str) -> None:
     """Move ``drops`` to ``status`` in the ledger, stamped with this night and run id."""
     ledger = read_ledger(ctx)
     rows = [
@@ -426,7 +453,7 @@ def set_status(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date], s
         for drop in drops
         for row in ledger.get(drop, [])
     ]
-    write_ledger(spark, ctx, rows)
+    write_ledger(ctx, rows)
 
 
 def drops_with_status(ctx: RunContext, status: str) -> list[dt.date]:
@@ -476,7 +503,7 @@ def plan_drops(spark: SparkSession, ctx: RunContext) -> list[DropPlan]:
             sorted(uri for uri in set(checksums) | set(previous) if checksums.get(uri) != previous.get(uri)),
         )
         plans.append(DropPlan(drop_date, files, "changed", checksums, previous))
-    write_ledger(spark, ctx, refreshed)
+    write_ledger(ctx, refreshed)
     return plans
 
 
@@ -567,9 +594,11 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     bronze = with_file_values(bronze, DROP_DATE_COL, "date", dates).select(*BRONZE_COLUMNS)
     path = publish(bronze, ctx, "ratings_bronze", {DROP_DATE_COL: drops})
     # Read back (row groups without parse errors are skipped by their null counts) rather
-    # than parse the text a second time.
+    # than parse the text a second time; not even that when the files' statistics say no line
+    # failed to parse.
     published = spark.read.format("delta").load(path).where(F.col(DROP_DATE_COL).isin(drops))
-    publish_quarantine(quarantine_rows(published, F.col(PARSE_ERROR_COL), STAGE), ctx, STAGE, drops)
+    empty = parse_errors(path, drops) == 0
+    publish_quarantine(quarantine_rows(published, F.col(PARSE_ERROR_COL), STAGE), ctx, STAGE, drops, empty)
     ledger = []
     for plan in plans:
         for file in plan.files:
@@ -591,7 +620,7 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
                     "run_id": ctx.run_id,
                 }
             )
-    write_ledger(spark, ctx, ledger)
+    write_ledger(ctx, ledger)
 
 
 def _scanned_uri(spark: SparkSession, uri: str) -> str:

@@ -77,22 +77,26 @@ def run_pipeline(
     result.ratings_gate = stage("ratings_gate", lambda: validate.run_ratings_gate(spark, ctx))
     silver_output = stage("silver", lambda: silver.run(spark, ctx, keep=True))
     result.stats = silver_output.stats
-    # On a first load silver hands its frame (the whole state, partitioned by user) to sessions,
-    # and sessions hand theirs to sequences: neither then needs a shuffle. Run alone, each job
+    # Silver hands sessions the state as of the date of the users tonight touched (the whole
+    # state on a first load), partitioned by user, and sessions hand theirs to sequences: no
+    # stage then re-reads what the one before it wrote, nor shuffles it. Run alone, each job
     # reads its input table.
     try:
         sessions = stage(
-            "sessions", lambda: sessionize.run(spark, ctx, keep=True, silver=silver_output.frame)
+            "sessions",
+            lambda: sessionize.run(
+                spark, ctx, keep=True, silver=silver_output.state, silver_of=silver_output.state_of
+            ),
         )
     finally:
-        if silver_output.frame is not None:
-            silver_output.frame.unpersist()
+        if silver_output.state is not None:
+            silver_output.state.unpersist()
     try:
         stage("sequences", lambda: sequences.run(spark, ctx, sessions))
     finally:
         sessions.unpersist()
     result.sequences_gate = stage("sequences_gate", lambda: validate.run_sequences_gate(spark, ctx))
-    stage("items", lambda: items.run(spark, ctx))
+    stage("items", lambda: items.run(ctx))
     return result
 
 

@@ -21,7 +21,9 @@ Sessions are versioned per user (:mod:`recsys.asof`): the night of D writes, und
 ``valid_from = D``, the whole sessionized history (as of D) of every user whose events changed
 since the previous night — the users with silver versions dated after the latest earlier
 ``sequences`` partition (the last night that finished), plus those of drops this night
-re-applied (a correction). Everyone else keeps their earlier version. The first night, and every
+re-applied (a correction). Everyone else keeps their earlier version. In the one-process
+pipeline, silver hands over those users' state as of D (it read their earlier versions anyway),
+so this stage reads nothing; run alone, it reads the users' rows of silver as of D. The first night, and every
 night with ``pipeline.kcore > 0`` (the k-core is a global filter), recompute every user.
 
 Window functions only (one shuffle by user, one sort); no Python UDFs.
@@ -29,7 +31,9 @@ Window functions only (one shuffle by user, one sort); no Python UDFs.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from recsys.asof import AS_OF_KEYS, as_of_spark
@@ -108,10 +112,8 @@ def sessionize(
     )
 
 
-def touched_users(spark: SparkSession, ctx: RunContext) -> DataFrame | None:
-    """The users whose history changed since the last finished night (None: every user)."""
-    from pyspark.sql import functions as F
-
+def touched_drops(ctx: RunContext) -> list[dt.date] | None:
+    """The silver drop dates whose users changed since the last finished night (None: every user)."""
     from spark_jobs.silver import nights_applying
 
     if ctx.config.pipeline.kcore > 0:
@@ -123,28 +125,46 @@ def touched_users(spark: SparkSession, ctx: RunContext) -> DataFrame | None:
     dates = [
         d for d in partition_dates(ctx.table("ratings_silver"), VALID_FROM_COL) if since < d <= ctx.run_date
     ]
-    dates = sorted(set(dates) | set(nights_applying(ctx)))
-    silver = spark.read.format("delta").load(ctx.table("ratings_silver"))
-    return silver.where(F.col(VALID_FROM_COL).isin(dates)).select(USER_COL).distinct()
+    return sorted(set(dates) | set(nights_applying(ctx)))
 
 
 def run(
-    spark: SparkSession, ctx: RunContext, keep: bool = False, silver: DataFrame | None = None
+    spark: SparkSession,
+    ctx: RunContext,
+    keep: bool = False,
+    silver: DataFrame | None = None,
+    silver_of: Sequence[dt.date] | None = None,
 ) -> DataFrame | None:
     """Publish tonight's session versions (every changed user's history as of the run date).
 
-    ``silver``: the whole silver state as of the run date when the caller has it in hand (the
-    pipeline on a first load, partitioned by user); by default it is read (:mod:`recsys.asof`).
-    With ``keep`` the published frame is returned persisted (partitioned by user, so the
-    sequences stage needs no shuffle); the caller unpersists it.
+    ``silver``: the silver state as of the run date of the users of the drops ``silver_of``
+    (None: of every user) when the caller has it in hand (the pipeline, partitioned by user);
+    it is used when those are the users this night must rewrite, else silver is read
+    (:mod:`recsys.asof`). With ``keep`` the published frame is returned persisted (partitioned
+    by user, so the sequences stage needs no shuffle); the caller unpersists it.
     """
+    from pyspark.sql import functions as F
+
     from recsys.delta import with_run_date
 
-    users = touched_users(spark, ctx)
-    if users is not None:
-        users = users.persist()
-        log.info("sessions %s: %s users with new events", ctx.run_date, f"{users.count():,}")
-    if silver is None or users is not None:
+    drops = touched_drops(ctx)
+    users = None
+    in_hand = silver is not None and silver_of is None and drops is None
+    if silver is not None and silver_of is not None and drops is not None:
+        # (a drop wholly quarantined has no silver versions, hence no users)
+        present = set(partition_dates(ctx.table("ratings_silver"), VALID_FROM_COL))
+        in_hand = set(drops) == set(silver_of) & present
+    if in_hand:
+        log.info(
+            "sessions %s: the users of drops %s, from silver's state in hand", ctx.run_date, _dates(drops)
+        )
+    else:
+        if drops is not None:
+            silver_table = spark.read.format("delta").load(ctx.table("ratings_silver"))
+            users = (
+                silver_table.where(F.col(VALID_FROM_COL).isin(drops)).select(USER_COL).distinct().persist()
+            )
+            log.info("sessions %s: %s users with new events", ctx.run_date, f"{users.count():,}")
         silver = as_of_spark(
             spark, ctx.table("ratings_silver"), ctx.run_date, AS_OF_KEYS["ratings_silver"], within=users
         )
@@ -166,6 +186,12 @@ def run(
     finally:
         if users is not None:
             users.unpersist()
+
+
+def _dates(dates: Sequence[dt.date] | None) -> str:
+    if not dates:
+        return "(all)"
+    return f"{dates[0]}..{dates[-1]} ({len(dates)})" if len(dates) > 1 else str(dates[0])
 
 
 def main(argv: list[str] | None = None) -> None:

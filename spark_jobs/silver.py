@@ -20,9 +20,10 @@ Dedup policy (one rating per user and item), over all drops up to the version's 
   copy is equal: one is kept (the last line, by the rule above).
 
 The policy is a maximum, so a key's version after drop d is the maximum of its version before d
-and d's own rows: a night reads the previous versions of the keys its drops touch, never the
-whole history. ``copies`` is the number of clean lines the version stands for (all drops up to
-its date) and ``previous_copies`` that number before its drop (0 for a new key).
+and d's own rows: a night reads the earlier versions of the users its drops touch (one scan,
+which also gives the sessions stage those users' state), never the whole history. ``copies``
+is the number of clean lines the version stands for (all drops up to its date) and
+``previous_copies`` that number before its drop (0 for a new key).
 
 A drop that changed after it was applied (re-ingested by the ledger) is a correction: its keys
 and those of every later applied drop up to the run date are rebuilt from the previous state of
@@ -48,7 +49,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from expectations.gate import check, load_suite, validate
-from recsys.asof import AS_OF_KEYS, as_of_spark
+from recsys.asof import AS_OF_KEYS, as_of_spark, latest_versions
 from spark_jobs.columns import (
     DROP_DATE_COL,
     ITEM_COL,
@@ -70,6 +71,7 @@ from spark_jobs.common import (
     job_parser,
     partition_dates,
     publish,
+    publish_rows,
     read_small_table,
     table_exists,
 )
@@ -306,12 +308,14 @@ def clean_rows(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -
 @dataclass
 class Applied:
     """What :func:`apply_drops` wrote: the drop dates rewritten, the versions' counts per drop
-    (None when a correction kept earlier versions), and, with ``keep`` on a first load, the
-    versions frame (then the whole state as of the date; persisted, the caller unpersists it)."""
+    (None when a correction kept earlier versions), and, with ``keep``, the state as of the date
+    (persisted, partitioned by user; the caller unpersists it) of the users ``state_of`` names:
+    every user (None) on a first load, else the users of the drops in the list."""
 
     drops: list[dt.date]
     counted: dict[dt.date, dict[str, int]] | None
-    frame: DataFrame | None = None
+    state: DataFrame | None = None
+    state_of: list[dt.date] | None = None
 
 
 def apply_drops(
@@ -339,11 +343,19 @@ def apply_drops(
         log.warning(
             "silver %s: drop(s) %s corrected; rebuilding the versions of %s", ctx.run_date, pending, rebuilt
         )
-    previous = None
+    previous = history = None
     if exists:
         clean = clean.persist()
-        previous = previous_versions(spark, path, first - dt.timedelta(days=1), clean.select(*KEY).distinct())
+        # The touched users' state before the first drop, in one scan of silver (every column):
+        # the previous versions of tonight's keys come from it, and so does (with tonight's
+        # versions) the state that sessions read for these users. Checkpointed, not cached: a
+        # write to silver invalidates every cached plan that reads silver, and everything
+        # below would be computed again after tonight's publish.
+        users = clean.select(USER_COL).distinct()
+        history = as_of_spark(spark, path, first - dt.timedelta(days=1), KEY, within=users).localCheckpoint()
+        previous = history.join(clean.select(*KEY).distinct(), list(KEY), "left_semi")
     frame = versions(clean, previous, single_drop=len(rebuilt) == 1).persist()
+    state = None
     try:
         suite = load_suite(SILVER_SUITE)
         result = validate_silver(frame)
@@ -354,42 +366,34 @@ def apply_drops(
             out = out.unionByName(kept.select(*SILVER_COLUMNS))
         publish(out, ctx, "ratings_silver", {VALID_FROM_COL: rebuilt})
         counted = None if kept is not None else version_counts(frame)
+        if keep and kept is None:
+            single = history is None and len(rebuilt) == 1  # a first load's versions are its state
+            state = frame if single else touched_state(history, frame)
     except BaseException:
         frame.unpersist()
         raise
     finally:
         clean.unpersist()
-    whole_state = keep and not exists and len(rebuilt) == 1
-    if not whole_state:
+        if history is not None:
+            history.unpersist()  # the checkpoint's blocks
+    if state is not frame:
         frame.unpersist()
-    return Applied(rebuilt, counted, frame if whole_state else None)
+    if state is None:
+        return Applied(rebuilt, counted)
+    return Applied(rebuilt, counted, state, None if history is None else rebuilt)
 
 
-def previous_versions(spark: SparkSession, path: str, before: dt.date, keys: DataFrame) -> DataFrame | None:
-    """The silver versions (as of ``before``) of the ``keys`` that have one; None when none has.
-
-    Two steps: the keys alone are probed first (two columns of the table, the touched users' rows
-    first), and only when some key existed before (a re-rating, rare in MovieLens) are whole rows
-    read for the keys found.
-    """
-    from pyspark.sql import functions as F
-
-    # The users first: a semi join on one long key (a dense array lookup when the ids are small)
-    # lets only the touched users' rows reach the two-key lookup.
-    known = (
-        spark.read.format("delta")
-        .load(path)
-        .where(F.col(VALID_FROM_COL) <= F.lit(before).cast("date"))
-        .select(*KEY)
-        .join(F.broadcast(keys.select(USER_COL).distinct()), [USER_COL], "left_semi")
-        .join(F.broadcast(keys), list(KEY), "left_semi")
-        .distinct()
-        .collect()
-    )
-    if not known:
-        return None
-    found = spark.createDataFrame([tuple(row) for row in known], "user_id long, item_id long")
-    return as_of_spark(spark, path, before, KEY, within=found)
+def touched_state(history: DataFrame | None, frame: DataFrame) -> DataFrame:
+    """The touched users' state as of the run date: the latest of their versions before tonight
+    (``history``, None on a first load) and tonight's (``frame``), per key; persisted (and
+    computed) here, partitioned by user."""
+    rows = frame.select(*SILVER_COLUMNS)
+    if history is not None:
+        rows = history.select(*SILVER_COLUMNS).unionByName(rows)
+    state = latest_versions(rows.repartition(USER_COL), KEY)
+    state = state.persist()
+    log.info("silver: the state of tonight's users as of the date: %s ratings", f"{state.count():,}")
+    return state
 
 
 def version_counts(frame: DataFrame) -> dict[dt.date, dict[str, int]]:
@@ -479,26 +483,14 @@ _DROP_STATS_SCHEMA = (
 )
 
 
-def publish_drop_stats(spark: SparkSession, ctx: RunContext, stats: Sequence[DropStats]) -> None:
+def publish_drop_stats(ctx: RunContext, stats: Sequence[DropStats]) -> None:
     rows = [
-        (
-            s.drop_date,
-            ctx.run_date,
-            ctx.run_id,
-            s.rows_read,
-            s.rows_quarantined,
-            s.rows_quarantined_ingest,
-            s.rows_quarantined_gate,
-            s.quarantined_by_reason,
-            s.new_keys,
-            s.duplicates,
-            s.late,
-            s.users,
-        )
+        {**asdict(s), "rows_quarantined": s.rows_quarantined, "night": ctx.run_date, "run_id": ctx.run_id}
         for s in stats
     ]
-    frame = spark.createDataFrame(rows, _DROP_STATS_SCHEMA)
-    publish(frame, ctx, "ratings_drop_stats", {DROP_DATE_COL: [s.drop_date for s in stats]})
+    publish_rows(
+        ctx, "ratings_drop_stats", rows, _DROP_STATS_SCHEMA, {DROP_DATE_COL: [s.drop_date for s in stats]}
+    )
 
 
 def previous_night(ctx: RunContext) -> dt.date | None:
@@ -560,11 +552,9 @@ _RUN_STATS_SCHEMA = (
 )
 
 
-def publish_run_stats(spark: SparkSession, ctx: RunContext, stats: RunStats) -> None:
-    from recsys.delta import with_run_date
-
-    row = spark.createDataFrame([(ctx.run_id, *asdict(stats).values())], _RUN_STATS_SCHEMA)
-    publish(with_run_date(row, ctx.run_date), ctx, "ratings_run_stats")
+def publish_run_stats(ctx: RunContext, stats: RunStats) -> None:
+    row = {**asdict(stats), "run_id": ctx.run_id, RUN_DATE_COL: ctx.run_date}
+    publish_rows(ctx, "ratings_run_stats", [row], f"{_RUN_STATS_SCHEMA}, {RUN_DATE_COL} date")
 
 
 @dataclass
@@ -572,9 +562,12 @@ class SilverOutput:
     stats: RunStats
     # Drop dates whose silver versions this night (re)wrote.
     applied: list[dt.date]
-    # With run(keep=True) on a first load: the whole silver state as of the date, persisted and
-    # partitioned by user (sessions then need no shuffle); the caller unpersists it.
-    frame: DataFrame | None = None
+    # With run(keep=True): the silver state as of the date of the users ``state_of`` names
+    # (None: every user, on a first load; else the users of those drops), persisted and
+    # partitioned by user, so sessions need neither a read of silver nor a shuffle; the caller
+    # unpersists it. None after a correction.
+    state: DataFrame | None = None
+    state_of: list[dt.date] | None = None
 
 
 def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutput:
@@ -585,14 +578,14 @@ def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutpu
     if pending:
         applied = apply_drops(spark, ctx, pending, keep=keep)
         try:
-            publish_drop_stats(spark, ctx, drop_stats(spark, ctx, applied.drops, applied.counted))
-            set_status(spark, ctx, applied.drops, APPLIED)
+            publish_drop_stats(ctx, drop_stats(spark, ctx, applied.drops, applied.counted))
+            set_status(ctx, applied.drops, APPLIED)
         except BaseException:
-            if applied.frame is not None:
-                applied.frame.unpersist()
+            if applied.state is not None:
+                applied.state.unpersist()
             raise
     stats = run_stats(ctx)
-    publish_run_stats(spark, ctx, stats)
+    publish_run_stats(ctx, stats)
     log.info(
         "silver %s: %d drops applied; tonight read %s, quarantined %s, duplicates %s, new keys %s, late %s; "
         "as of %s: %s ratings",
@@ -606,7 +599,7 @@ def run(spark: SparkSession, ctx: RunContext, keep: bool = False) -> SilverOutpu
         ctx.run_date,
         f"{stats.total_rows_silver:,}",
     )
-    return SilverOutput(stats, applied.drops, applied.frame)
+    return SilverOutput(stats, applied.drops, applied.state, applied.state_of)
 
 
 def nights_applying(ctx: RunContext) -> list[dt.date]:

@@ -402,14 +402,13 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
             suite.name, "\n".join([*parts, f"  failing drops:\n{failing}" if failing else "", context]), found
         )
     # The rejected rows' text is read from bronze only when there are some; an empty slice
-    # still replaces the rows an earlier attempt may have left.
+    # still replaces the rows an earlier attempt may have left (and is skipped when none did).
     rejected = quarantine_rows(
         tag_bronze(bronze, suite, parameters).where(F.col(PARSE_ERROR_COL).isNull()), F.col(REASON_COL), STAGE
     )
-    if not any(reason not in PARSE_ERRORS for reason in by_reason if reason is not None):
-        rejected = rejected.limit(0)
-    publish_quarantine(rejected, ctx, STAGE, drops)
-    set_status(spark, ctx, drops, GATED)
+    empty = not any(reason not in PARSE_ERRORS for reason in by_reason if reason is not None)
+    publish_quarantine(rejected.limit(0) if empty else rejected, ctx, STAGE, drops, empty)
+    set_status(ctx, drops, GATED)
     return summary
 
 

@@ -106,7 +106,7 @@ def night_outside_airflow(spark, config, env: dict[str, str], day: dt.date, log:
     ctx = RunContext.for_date(config, day)
     ingest.run(spark, ctx)
     validate.run_ratings_gate(spark, ctx)
-    items.run(spark, ctx)
+    items.run(ctx)
     silver.run(spark, ctx)
     sessionize.run(spark, ctx)
     sequences.run(spark, ctx)

@@ -185,7 +185,7 @@ def test_a_drop_collapsing_against_the_trailing_drops_stops_the_run(spark, tmp_p
         {c.split()[0]: None for c in ingest.LEDGER_SCHEMA.split(", ")} | {"drop_date": d, "status": "applied"}
         for d in earlier
     ]
-    ingest.write_ledger(spark, ctx, ledger)
+    ingest.write_ledger(ctx, ledger)
     ingest.run(spark, ctx, [str(FIXTURES / "ratings.inter")], "recbole-inter")
     with pytest.raises(GateError) as failure:
         run_ratings_gate(spark, ctx)

@@ -26,7 +26,7 @@ def _partition(spark, ctx, run_date=DAY):
 def test_items_job_publishes_ml100k_items_idempotently(spark, tmp_path):
     config = config_with_lake(tmp_path / "lake")
     first = RunContext.for_date(config, DAY, run_id="run-1")
-    path = items.run(spark, first)
+    path = items.run(first)
     assert path == first.table("items")
     table = spark.read.format("delta").load(path)
     assert dict(table.dtypes) == {
@@ -43,18 +43,15 @@ def test_items_job_publishes_ml100k_items_idempotently(spark, tmp_path):
         ("Toy Story", 1995, ["Animation", "Children's", "Comedy"], DAY)
     ]
 
-    items.run(spark, RunContext.for_date(config, DAY, run_id="run-2"))
+    items.run(RunContext.for_date(config, DAY, run_id="run-2"))
     assert _partition(spark, first) == before
     assert spark.read.format("delta").load(path).count() == 1682  # replaced, not appended
     history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
     assert [h["userMetadata"] for h in history] == ["run-1", "run-2"]
 
 
-def test_items_main_publishes_the_given_date(spark, tmp_path, monkeypatch):
-    import recsys.spark
-
+def test_items_main_publishes_the_given_date(spark, tmp_path):
     lake = tmp_path / "lake"
-    monkeypatch.setattr(recsys.spark, "build_spark", lambda config, app_name=None: spark)
     items.main(["--run-date", "2024-03-02", "--config", "local", "--set", f"lake.root={lake}"])
     ctx = RunContext.for_date(config_with_lake(lake), dt.date(2024, 3, 2))
     rows = _partition(spark, ctx, dt.date(2024, 3, 2))
