@@ -349,6 +349,40 @@ def holds_slice(path: str, where: Mapping[str, Any]) -> bool:
     return any(all(p.get(c) in values for c, values in wanted.items()) for p in table.partitions())
 
 
+def file_counts(
+    path: str, column: str, values: Sequence[dt.date], nulls_of: str | None = None
+) -> dict[dt.date, tuple[int, int]] | None:
+    """Rows (and nulls of ``nulls_of``) per value of the date partition ``column``, for ``values``:
+    sums of the files' statistics in the Delta log (delta-rs, no data read). Every value is
+    present (0 rows when it has no file); None when a file lacks the statistics."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from recsys.delta import open_delta
+
+    counts = {value: (0, 0) for value in values}
+    table = open_delta(path)
+    if table is None:
+        return counts
+    files = pa.table(table.get_add_actions(flatten=True))
+    if files.num_rows == 0:
+        return counts
+    nulls = f"null_count.{nulls_of}" if nulls_of else None
+    needed = ["num_records", *([nulls] if nulls else [])]
+    if any(name not in files.column_names for name in needed):
+        return None
+    files = files.filter(pc.is_in(files[f"partition.{column}"], pa.array(list(values), pa.date32())))
+    if any(files[name].null_count for name in needed):
+        return None
+    for row in files.select([f"partition.{column}", *needed]).to_pylist():
+        rows, missing = counts[row[f"partition.{column}"]]
+        counts[row[f"partition.{column}"]] = (
+            rows + row["num_records"],
+            missing + (row[nulls] if nulls else 0),
+        )
+    return counts
+
+
 def read_small_table(path: str) -> list[dict[str, Any]]:
     """Every row of a small bookkeeping table (the ingest ledger, the drop stats) as dicts; [] when absent.
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,7 @@ from spark_jobs.common import (
     RunContext,
     add_input_arguments,
     context_from_args,
+    file_counts,
     holds_slice,
     inputs_from_args,
     job_parser,
@@ -187,9 +188,15 @@ def first_line(spark: SparkSession, uri: str) -> str | None:
         reader.close()
 
 
-def file_headers(spark: SparkSession, uris: Sequence[str]) -> dict[str, str]:
-    """The first line of each file, by the URI Spark's scan gives it (what :func:`parse_lines` takes)."""
-    headers = {_scanned_uri(spark, uri): first_line(spark, uri) for uri in uris}
+def file_headers(
+    spark: SparkSession, uris: Sequence[str], scanned: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The first line of each file, by the URI Spark's scan gives it (what :func:`parse_lines` takes).
+
+    ``scanned``: those URIs by file, when the caller has them (each lookup is a JVM call).
+    """
+    scanned = scanned or {uri: _scanned_uri(spark, uri) for uri in uris}
+    headers = {scanned[uri]: first_line(spark, uri) for uri in uris}
     return {uri: text for uri, text in headers.items() if text is not None}
 
 
@@ -341,23 +348,9 @@ def publish_quarantine(
 
 def parse_errors(path: str, drops: Sequence[dt.date]) -> int | None:
     """Bronze rows of ``drops`` with a parse error, from the files' statistics in the Delta log
-    (``parse_error`` keeps null counts; delta-rs, no data read); None when a file lacks them."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from recsys.delta import open_delta
-
-    table = open_delta(path)
-    if table is None:
-        return 0
-    files = pa.table(table.get_add_actions(flatten=True))
-    nulls = f"null_count.{PARSE_ERROR_COL}"
-    if nulls not in files.column_names:
-        return None
-    files = files.filter(pc.is_in(files[f"partition.{DROP_DATE_COL}"], pa.array(list(drops), pa.date32())))
-    if files[nulls].null_count or files["num_records"].null_count:
-        return None
-    return int(pc.sum(files["num_records"]).as_py() or 0) - int(pc.sum(files[nulls]).as_py() or 0)
+    (``parse_error`` keeps null counts; no data read); None when a file lacks them."""
+    counts = file_counts(path, DROP_DATE_COL, drops, nulls_of=PARSE_ERROR_COL)
+    return None if counts is None else sum(rows - nulls for rows, nulls in counts.values())
 
 
 # ------------------------------------------------------------------ landing zone and ledger
@@ -576,7 +569,8 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
                 raise ValueError(f"{file.uri}: {exc}; landed files are named like their format") from None
     scanned = {uri: _scanned_uri(spark, uri) for uri in formats}
     # First lines by scanned URI, the key of parse_lines and of the scan's source_file column.
-    headers = file_headers(spark, [uri for uri, name in formats.items() if FORMATS[name].header is not None])
+    with_header = [uri for uri, name in formats.items() if FORMATS[name].header is not None]
+    headers = file_headers(spark, with_header, scanned)
     parts = []
     # Bronze rows per file: its lines less the header lines parse_lines drops (exact, from the
     # line-numbering scan, so no scan of the published rows is needed).

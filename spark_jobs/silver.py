@@ -68,6 +68,8 @@ from spark_jobs.columns import (
 from spark_jobs.common import (
     RunContext,
     context_from_args,
+    file_counts,
+    holds_slice,
     job_parser,
     partition_dates,
     publish,
@@ -425,18 +427,25 @@ def drop_stats(
     from pyspark.sql import functions as F
 
     drops = list(drops)
-    bronze = (
-        spark.read.format("delta").load(ctx.table("ratings_bronze")).where(F.col(DROP_DATE_COL).isin(drops))
-    )
-    read = dict(bronze.groupBy(DROP_DATE_COL).count().collect())
-    quarantine = (
-        spark.read.format("delta")
-        .load(ctx.table("ratings_quarantine"))
-        .where(F.col(DROP_DATE_COL).isin(drops))
-        .groupBy(DROP_DATE_COL, STAGE_COL, REASON_COL)
-        .count()
-        .collect()
-    )
+    # Bronze rows per drop from the files' record counts in the Delta log (what the writer
+    # counted; no data read), quarantine rows from the table (none read when it holds no file
+    # of these drops).
+    files = file_counts(ctx.table("ratings_bronze"), DROP_DATE_COL, drops)
+    if files is not None:
+        read = {drop: rows for drop, (rows, _) in files.items()}
+    else:
+        bronze = spark.read.format("delta").load(ctx.table("ratings_bronze"))
+        read = dict(bronze.where(F.col(DROP_DATE_COL).isin(drops)).groupBy(DROP_DATE_COL).count().collect())
+    quarantine = []
+    if holds_slice(ctx.table("ratings_quarantine"), {DROP_DATE_COL: drops}):
+        quarantine = (
+            spark.read.format("delta")
+            .load(ctx.table("ratings_quarantine"))
+            .where(F.col(DROP_DATE_COL).isin(drops))
+            .groupBy(DROP_DATE_COL, STAGE_COL, REASON_COL)
+            .count()
+            .collect()
+        )
     if counted is None:
         # Counted again from the published versions, and late lines from bronze.
         silver = spark.read.format("delta").load(ctx.table("ratings_silver"))

@@ -100,6 +100,43 @@ def test_gate_predicates_and_ge_flag_the_same_rows(spark):
     }
 
 
+def _jobs(spark, run):
+    """The Spark jobs ``run()`` started (counted by job group)."""
+    group = f"count-{id(run)}"
+    spark.sparkContext.setJobGroup(group, "counting jobs")
+    try:
+        value = run()
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    return value, len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def test_examples_of_unexpected_values_are_fetched_only_when_some_rows_are_unexpected(spark):
+    suite = load_suite("ratings")
+    parameters = ratings_parameters(_config(Path("/tmp")))
+    tagged = tag_bronze(_bronze_like(spark), suite, parameters).persist()
+    basic = {"result_format": "BASIC", "partial_unexpected_count": 20}  # what the default used to run
+    try:
+        for batch, clean in ((tagged.where("reason IS NULL"), True), (tagged, False)):
+            default, default_jobs = _jobs(spark, lambda b=batch: validate(b, suite, parameters))
+            explicit, explicit_jobs = _jobs(spark, lambda b=batch: validate(b, suite, parameters, basic))
+            assert [(r.success, r.result) for r in default.results] == [
+                (r.success, r.result) for r in explicit.results
+            ]
+            if clean:
+                assert default.success
+                assert default_jobs < explicit_jobs  # no example queries on a clean batch
+            else:
+                examples = {
+                    r.expectation_config.kwargs.get("column"): r.result["partial_unexpected_list"]
+                    for r in default.results
+                    if r.result.get("unexpected_count")
+                }
+                assert sorted(examples["rating"]) == [0.0, 5.5, 9.0]
+    finally:
+        tagged.unpersist()
+
+
 def test_tag_rows_without_prior_reason_uses_suite_order(spark):
     suite = load_suite("ratings")
     parameters = ratings_parameters(_config(Path("/tmp")))
