@@ -375,9 +375,8 @@ def apply_drops(
         frame.unpersist()
         raise
     finally:
+        # (the checkpoint's blocks go when ``history`` is garbage-collected: Spark's ContextCleaner)
         clean.unpersist()
-        if history is not None:
-            history.unpersist()  # the checkpoint's blocks
     if state is not frame:
         frame.unpersist()
     if state is None:
