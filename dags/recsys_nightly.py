@@ -33,6 +33,8 @@ One night of the batch recommender for the run date (the logical date, `{{ ds }}
 2. **ratings_gate**: row and per-drop expectations; a failing drop stops the night before any
    as-of state changes.
 3. **silver -> sessions -> sequences**: versioned as-of state, only the keys tonight touched.
+   **drift_input** beside them: tonight's new ratings against a trailing window (PSI, KS,
+   new users and items) into `drift_reports`; a breach makes tonight's training a full retrain.
 4. **sequences_gate**, and **items** (titles and genres) beside the chain.
 5. **train**: the refresh policy: a warm start from the champion, a full retrain (schedule,
    config change, no champion, drift, or the `full_retrain` param), or nothing when no event
@@ -42,8 +44,11 @@ One night of the batch recommender for the run date (the logical date, `{{ ds }}
    the champion's beyond the tolerance; records the champion after tonight.
 8. **score** (GPU pool) and **publish**: the recommendations gate, then the date's partitions
    of `recommendations` and `model_runs`.
-9. **notify**: the night's summary, a webhook post when a challenger was promoted, and the
-   `recsys.recommendations` asset event (extra `run_date`) that schedules `recsys_report`.
+9. **drift_output**: tonight's lists against the previous run's (score PSI/KS, overlap@10,
+   catalogue coverage) into `drift_reports`.
+10. **notify**: the night's summary, a webhook post when a challenger was promoted or a drift
+   measure breached, and the `recsys.recommendations` asset event (extra `run_date`) that
+   schedules `recsys_report`.
 
 Backfill: `airflow backfill create --dag-id recsys_nightly --from-date ... --to-date ...`, or
 `make backfill FROM=... TO=...` on the local SQLite profile. Every task reads and writes its run
@@ -63,7 +68,9 @@ with DAG(
             False, type="boolean", description="train from scratch whatever the policy says"
         ),
         "drift_breach": Param(
-            False, type="boolean", description="the drift check's hook: a breach forces a full retrain"
+            False,
+            type="boolean",
+            description="the drift hook by hand: a full retrain as if drift_input had found a breach",
         ),
         "model": Param(
             CONFIG.model.name,
@@ -87,6 +94,14 @@ with DAG(
         doc_md="expectations/ratings.json on tonight's rows and ratings_drops.json per drop.",
     )
     silver = spark_stage(CONFIG, "silver", "silver", doc_md="Versioned ratings_silver + run and drop stats.")
+    drift_input = spark_stage(
+        CONFIG,
+        "drift_input",
+        "drift",
+        "--stage",
+        "input",
+        doc_md="Tonight's new ratings against a trailing window into drift_reports; a breach retrains.",
+    )
     sessions = spark_stage(CONFIG, "sessions", "sessionize", doc_md="Sessions of the users tonight touched.")
     sequences = spark_stage(CONFIG, "sequences", "sequences", doc_md="Sequences + leave-one-out split.")
     sequences_gate = spark_stage(
@@ -117,6 +132,14 @@ with DAG(
         gpu=False,
         doc_md="Promote the challenger unless worse than the champion beyond the tolerance.",
     )
+    drift_output = spark_stage(
+        CONFIG,
+        "drift_output",
+        "drift",
+        "--stage",
+        "output",
+        doc_md="Tonight's recommendations against the previous run's (scores, overlap@10, coverage).",
+    )
     score = model_step(CONFIG, "score", "score", gpu=True, doc_md="Tonight's champion scores every user.")
     publish = spark_stage(
         CONFIG,
@@ -127,15 +150,16 @@ with DAG(
 
     @task(
         outlets=[RECOMMENDATIONS],
-        doc_md="The night's summary; a webhook post when a challenger was promoted; the asset event "
-        "(extra: run_date) that schedules the downstream report.",
+        doc_md="The night's summary; a webhook post when a challenger was promoted or drift breached; "
+        "the asset event (extra: run_date) that schedules the downstream report.",
     )
     def notify(ds: str | None = None, outlet_events=None) -> dict:
-        from orchestration.model_tasks import read_step
+        from orchestration.model_tasks import read_step, summarise_drift
 
         run_date = dt.date.fromisoformat(ds)
         decided = read_step(CONFIG, run_date, "decide")
         scored = read_step(CONFIG, run_date, "score")
+        drift = summarise_drift(CONFIG, run_date)
         summary = {
             "run_date": ds,
             "champion": decided["champion"],
@@ -143,21 +167,27 @@ with DAG(
             "reason": decided["reason"],
             "users": scored["users"],
             "rows": scored["rows"],
+            "drift": drift,
         }
+        messages = []
         if decided["promoted"]:
+            messages.append(
+                f"recsys {ds}: {decided['champion']} promoted to champion ({decided['reason']}); "
+                f"{scored['rows']:,} recommendations for {scored['users']:,} users published"
+            )
+        if drift["breached"]:
+            messages.append(f"recsys {ds}: drift breach of {', '.join(drift['breached'])}")
+        for text in messages:
             from airflow.sdk import get_current_context
 
-            notifier = webhook_notifier(
-                CONFIG,
-                f"recsys {ds}: {decided['champion']} promoted to champion ({decided['reason']}); "
-                f"{scored['rows']:,} recommendations for {scored['users']:,} users published",
-            )
+            notifier = webhook_notifier(CONFIG, text)
             if notifier is not None:
                 notifier.notify(get_current_context())
         outlet_events[RECOMMENDATIONS].extra = {"run_date": ds, "rows": scored["rows"]}
         return summary
 
     ingest >> ratings_gate >> silver >> sessions >> sequences >> sequences_gate
+    silver >> drift_input >> train
     sequences_gate >> train >> evaluate >> champion_challenger >> score >> publish
     ingest >> items >> publish
-    publish >> notify()
+    publish >> drift_output >> notify()

@@ -13,8 +13,9 @@ for the last night before D (:meth:`model.registry.ModelRegistry.champion_before
 
 - **train**: the refresh policy (:func:`orchestration.policy.plan_training`) on tonight's
   sequences snapshot and the champion: a full retrain, a warm start from the champion
-  (:func:`model.refresh.warm_start`), or nothing. A version already in the registry (a rerun) is
-  reused, not trained again.
+  (:func:`model.refresh.warm_start`), or nothing; an input drift breach in the night's
+  ``drift_reports`` (:mod:`spark_jobs.drift`) makes it a full retrain. A version already in the
+  registry (a rerun) is reused, not trained again.
 - **evaluate**: the champion and the challenger on tonight's split, both variants
   (:func:`model.refresh.evaluate_saved`).
 - **decide**: :func:`orchestration.policy.choose_champion`; records the champion after tonight.
@@ -30,7 +31,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from orchestration.policy import Champion, choose_champion, plan_training
+from orchestration.policy import Champion, TrainingPlan, choose_champion, plan_training
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, add_config_arguments, config_from_args
 
@@ -64,6 +65,56 @@ def write_step(config: Config, run_date: dt.date, step: str, result: dict[str, A
     return result
 
 
+def drift_breaches(config: Config, run_date: dt.date) -> list[str]:
+    """The input drift measures in breach on the run date (``drift_reports``; [] before the drift job ran)."""
+    from spark_jobs.drift import input_breaches
+
+    return input_breaches(config, run_date)
+
+
+def night_plan(
+    config: Config,
+    run_date: dt.date,
+    champion: Champion | None,
+    config_hash: str,
+    fingerprint: str,
+    full_retrain: bool = False,
+    drift_breach: bool = False,
+) -> tuple[TrainingPlan, list[str]]:
+    """Tonight's refresh plan, with the drift hook read from ``drift_reports``; and the measures in breach."""
+    breached = drift_breaches(config, run_date)
+    if breached and config.drift.retrain_on_breach:
+        log.warning("drift %s: %s in breach: a full retrain", run_date, ", ".join(breached))
+        drift_breach = True
+    plan = plan_training(
+        run_date,
+        champion,
+        config_hash,
+        fingerprint,
+        config.orchestration.full_retrain_every_days,
+        full_retrain=full_retrain,
+        drift_breach=drift_breach,
+        can_warm_start=config.model.name != "pop",
+    )
+    return plan, breached
+
+
+def summarise_drift(config: Config, run_date: dt.date) -> dict[str, Any]:
+    """The night's drift findings by status, and the measures in breach (for the summary and notification)."""
+    from spark_jobs.drift import BREACH, report
+
+    rows = report(config, run_date)
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    return {
+        "findings": by_status,
+        "breached": sorted(
+            f"{r['stage']} {r['measure']} {r['statistic']}" for r in rows if r["status"] == BREACH
+        ),
+    }
+
+
 def _champion(record: dict[str, Any] | None) -> Champion | None:
     if record is None:
         return None
@@ -78,7 +129,11 @@ def _champion(record: dict[str, Any] | None) -> Champion | None:
 def train(
     config: Config, run_date: dt.date, full_retrain: bool = False, drift_breach: bool = False
 ) -> dict[str, Any]:
-    """Make tonight's challenger (or none) by the refresh policy; returns and records the step."""
+    """Make tonight's challenger (or none) by the refresh policy; returns and records the step.
+
+    ``drift_breach`` (the DAG param) forces the drift hook; without it, the hook fires when the
+    night's ``drift_reports`` hold an input breach and ``drift.retrain_on_breach`` is on.
+    """
     from model.data import SequenceData, read_sequences
     from model.registry import ModelRegistry, model_version, training_hash
     from model.train import resolve_device, save_trained, train_and_evaluate
@@ -89,15 +144,8 @@ def train(
     fingerprint, config_hash = data.fingerprint(), training_hash(config)
     champion_record = registry.champion_before(run_date)
     champion = _champion(champion_record)
-    plan = plan_training(
-        run_date,
-        champion,
-        config_hash,
-        fingerprint,
-        config.orchestration.full_retrain_every_days,
-        full_retrain=full_retrain,
-        drift_breach=drift_breach,
-        can_warm_start=config.model.name != "pop",
+    plan, breached = night_plan(
+        config, run_date, champion, config_hash, fingerprint, full_retrain, drift_breach
     )
     result: dict[str, Any] = {
         "run_date": run_date.isoformat(),
@@ -106,6 +154,7 @@ def train(
         "challenger": None,
         "sequences_fingerprint": fingerprint,
         "config_hash": config_hash,
+        "drift_breaches": breached,
     }
     if plan.mode == "skip":
         return write_step(config, run_date, "train", result)

@@ -5,9 +5,10 @@ DAG once for the run date (``airflow dags test``); then ``python -m orchestratio
 --run-date D`` prints, from the lake only:
 
 1. the tables and the night's accounting (``ratings_run_stats`` of D);
-2. the model decisions of the night (``orchestration.model_tasks``' records: the refresh plan,
+2. the night's drift findings (``drift_reports``: input and output, by measure);
+3. the model decisions of the night (``orchestration.model_tasks``' records: the refresh plan,
    champion and challenger on tonight's split, who scored);
-3. a sample: one user's top 10 with titles, and the run's catalogue coverage, from the
+4. a sample: one user's top 10 with titles, and the run's catalogue coverage, from the
    documented queries in ``docs/sql/`` (DuckDB and delta-rs: no JVM to start).
 
 :func:`run_pipeline_stages` runs the Spark stages in one process (the experiments' path).
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
 
     root = config.project_path(config.lake.root)
     print(f"\nTables (Delta) under {root}:")
-    for name in (*OUTPUT_TABLES, "recommendations", "model_runs"):
+    for name in (*OUTPUT_TABLES, "recommendations", "model_runs", "drift_reports"):
         print(f"  {name:<20} {config.table_path(name)}")
     validation = f"{root.rstrip('/')}/{config.pipeline.validation_dir}/{args.run_date.isoformat()}"
     print(f"  {'validation results':<20} {validation}/*.json, *.html")
@@ -88,6 +89,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{stats.users_with_new_events:,} users with new events; as of {args.run_date}: "
         f"{stats.total_rows_silver:,} ratings"
     )
+    from spark_jobs.drift import report
+
+    findings = report(config, args.run_date)
+    print(f"\nDrift ({config.table_path('drift_reports')}):")
+    for row in sorted(findings, key=lambda r: (r["stage"], r["measure"], r["statistic"])):
+        value = "-" if row["value"] is None else f"{row['value']:.4f}"
+        print(f"  {row['stage']:<6} {row['measure']:<18} {row['statistic']:<12} {value:>8}  {row['status']}")
     planned = read_step(config, args.run_date, "train")
     decided = read_step(config, args.run_date, "decide")
     scored = read_step(config, args.run_date, "score")

@@ -62,6 +62,7 @@ class TablesConfig(_Section):
     ratings_run_stats: str
     ratings_drop_stats: str
     ingest_ledger: str
+    drift_reports: str
 
 
 class SparkConfig(_Section):
@@ -135,6 +136,22 @@ class ScoringConfig(_Section):
     staging_dir: str
 
 
+class DriftConfig(_Section):
+    reference_days: int = Field(gt=0)
+    bins: int = Field(ge=2)
+    relative_error: float = Field(ge=0, lt=1)
+    min_rows: int = Field(gt=0)
+    psi_warn: float = Field(gt=0)
+    psi_breach: float = Field(gt=0)
+    ks_warn: float = Field(gt=0, le=1)
+    ks_breach: float = Field(gt=0, le=1)
+    new_users_share_breach: float | None = Field(default=None, gt=0, le=1)
+    new_items_share_breach: float | None = Field(default=None, gt=0, le=1)
+    overlap_warn: float = Field(ge=0, le=1)
+    coverage_warn: float = Field(ge=0, le=1)
+    retrain_on_breach: bool
+
+
 class KubernetesConfig(_Section):
     namespace: str
     image: str
@@ -171,6 +188,7 @@ class Config(_Section):
     model: ModelConfig
     train: TrainConfig
     scoring: ScoringConfig
+    drift: DriftConfig
     orchestration: OrchestrationConfig
 
     def table_path(self, table: str) -> str:

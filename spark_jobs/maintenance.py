@@ -12,7 +12,8 @@ reproducible and lets older detail go:
   folders dated before the horizon are deleted.
 
 ``ratings_bronze`` and ``ratings_quarantine`` are the record of what arrived and why rows were
-refused; they, the ingest ledger, the drop and run stats and ``model_runs`` are never pruned.
+refused; they, the ingest ledger, the drop and run stats, ``drift_reports`` and ``model_runs`` are
+never pruned.
 
 Every table is then compacted (``OPTIMIZE``) and vacuumed: files no longer referenced and older
 than ``pipeline.vacuum_retention_hours`` are removed (time travel further back than that goes).
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 #: Tables holding one full copy per night (run_date partitions), pruned before the horizon.
 PER_NIGHT_TABLES = ("recommendations", "items")
 #: Every table maintenance compacts and vacuums.
-ALL_TABLES = tuple(dict.fromkeys([*OUTPUT_TABLES, "recommendations", "model_runs"]))
+ALL_TABLES = tuple(dict.fromkeys([*OUTPUT_TABLES, "recommendations", "model_runs", "drift_reports"]))
 #: Delta refuses VACUUM below this retention unless its safety check is turned off.
 DELTA_MIN_RETENTION_HOURS = 168
 

@@ -100,7 +100,16 @@ def night_outside_airflow(spark, config, env: dict[str, str], day: dt.date, log:
     for ``day`` with the DAG's default params, in a process of this venv.
     """
     from orchestration.operators import RUN_DATE, model_command
-    from spark_jobs import ingest, items, publish_recommendations, sequences, sessionize, silver, validate
+    from spark_jobs import (
+        drift,
+        ingest,
+        items,
+        publish_recommendations,
+        sequences,
+        sessionize,
+        silver,
+        validate,
+    )
     from spark_jobs.common import RunContext
 
     ctx = RunContext.for_date(config, day)
@@ -108,6 +117,7 @@ def night_outside_airflow(spark, config, env: dict[str, str], day: dt.date, log:
     validate.run_ratings_gate(spark, ctx)
     items.run(ctx)
     silver.run(spark, ctx)
+    drift.run(spark, ctx, drift.INPUT)
     sessionize.run(spark, ctx)
     sequences.run(spark, ctx)
     validate.run_sequences_gate(spark, ctx)
@@ -119,6 +129,7 @@ def night_outside_airflow(spark, config, env: dict[str, str], day: dt.date, log:
         status = run_logged([sys.executable, "-m", *rendered], env, log, timeout=600)
         assert status == 0, f"{step} {day} exited {status}: " + log.read_text()[-3000:]
     publish_recommendations.run(spark, ctx)
+    drift.run(spark, ctx, drift.OUTPUT)
 
 
 def content_hash(frame, drop: tuple[str, ...] = ()) -> tuple[int, str]:
@@ -156,6 +167,7 @@ def night_tables(spark, config, day: dt.date) -> dict[str, tuple[int, str]]:
         # run_id names the attempt (Airflow's run id under the DAG).
         "ratings_run_stats": content_hash(partition("ratings_run_stats"), drop=("run_id",)),
         "items": content_hash(partition("items")),
+        "drift_reports": content_hash(partition("drift_reports"), drop=("run_id",)),
     }
     for table, keys in AS_OF_KEYS.items():
         hashes[table] = content_hash(as_of_spark(spark, config.table_path(table), day, list(keys)))

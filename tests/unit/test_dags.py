@@ -120,7 +120,8 @@ def parsed(tmp_path_factory) -> dict:
 NIGHTLY_EDGES = {
     "ingest": ["items", "ratings_gate"],
     "ratings_gate": ["silver"],
-    "silver": ["sessions"],
+    "silver": ["drift_input", "sessions"],
+    "drift_input": ["train"],
     "sessions": ["sequences"],
     "sequences": ["sequences_gate"],
     "sequences_gate": ["train"],
@@ -129,7 +130,8 @@ NIGHTLY_EDGES = {
     "evaluate": ["champion_challenger"],
     "champion_challenger": ["score"],
     "score": ["publish"],
-    "publish": ["notify"],
+    "publish": ["drift_output"],
+    "drift_output": ["notify"],
     "notify": [],
 }
 
@@ -153,7 +155,18 @@ def test_nightly_structure_tags_params_retries_and_docs(parsed):
         assert info["doc"], task_id
     spark = [t for t, info in dag["tasks"].items() if info["type"] == "SparkSubmitOperator"]
     assert sorted(spark) == sorted(
-        ["ingest", "ratings_gate", "silver", "sessions", "sequences", "sequences_gate", "items", "publish"]
+        [
+            "ingest",
+            "ratings_gate",
+            "silver",
+            "drift_input",
+            "sessions",
+            "sequences",
+            "sequences_gate",
+            "items",
+            "publish",
+            "drift_output",
+        ]
     )
     gpu = sorted(t for t, info in dag["tasks"].items() if info["pool"] == "gpu")
     assert gpu == ["evaluate", "score", "train"]
