@@ -14,9 +14,9 @@ of a date gives the same report. Measures:
 - ``inter_event_gap``: log10(1 + seconds since the user's previous rating), looking back
   ``reference_days`` from each rating of either window (so both see the same look-back; none in
   it counts as the cap); PSI and KS;
-- ``item_popularity``: the items bucketed by their reference popularity into ``drift.bins``
-  buckets of equal reference mass (head to tail) plus one for items the reference never saw;
-  PSI of the ratings over the buckets;
+- ``item_popularity``: the items bucketed by their rating count over every earlier drop into
+  buckets of equal reference mass (tail to head), new items apart; PSI of the ratings over the
+  buckets;
 - ``new_users`` / ``new_items``: the share of tonight's ratings from users / on items with no
   rating in any earlier drop.
 
@@ -276,16 +276,21 @@ def input_findings(
 
         findings += distribution("user_activity", per_user_day(reference), per_user_day(current), "n", drift)
         findings += gap_drift(earlier, reference, current, first, drift)
-        findings += popularity(reference, current, drift)
+        counts = (
+            earlier.groupBy(ITEM_COL).agg(F.count(F.lit(1)).cast("double").alias("_popularity")).persist()
+        )
+        findings += popularity(reference, current, counts, drift)
         n_current = current.count()
+        known = {USER_COL: earlier.select(USER_COL).distinct(), ITEM_COL: counts.select(ITEM_COL)}
         for name, column in (("new_users", USER_COL), ("new_items", ITEM_COL)):
-            new = current.join(earlier.select(column).distinct(), column, "left_anti").count()
+            new = current.join(known[column], column, "left_anti").count()
             share = new / n_current if n_current else None
             limit = drift.new_users_share_breach if column == USER_COL else drift.new_items_share_breach
             status = NOT_JUDGED if share is None else judge(share, None, limit)
             findings.append(
                 Finding(name, "share", share, status, n_current, 0, None, limit, {"new_rows": new})
             )
+        counts.unpersist()
     finally:
         current.unpersist()
         reference.unpersist()
@@ -335,23 +340,30 @@ def gap_drift(
         gaps.unpersist()
 
 
-def popularity(reference: DataFrame, current: DataFrame, drift: DriftConfig) -> list[Finding]:
-    """PSI of the ratings over popularity buckets of equal reference mass, unseen items apart.
+def popularity(
+    reference: DataFrame, current: DataFrame, counts: DataFrame, drift: DriftConfig
+) -> list[Finding]:
+    """PSI of the ratings over popularity buckets of equal reference mass, new items apart.
 
-    Each rating carries its item's rating count in the reference (0 for an item the reference
-    never saw); the buckets are the reference's quantiles of that count, so each holds about the
-    same share of the reference's ratings, from the tail to the head, and bucket 0 holds the
-    unseen items.
+    ``counts``: (item_id, ``_popularity``) the items' rating counts over every earlier drop.
+    Each rating of either window carries its item's count (0 for an item no earlier drop has);
+    the buckets are the reference's quantiles of that count, so each holds about the same share
+    of the reference's ratings, from the tail to the head, and bucket 0 the new items. The
+    counts come from the whole history rather than from the reference itself: ranked by its own
+    counts, a window's tail items are the ones it happened to see (most of a long catalogue has
+    0-2 ratings in a month), and any other window looks drifted against it.
     """
     from pyspark.sql import functions as F
 
-    counts = reference.groupBy(ITEM_COL).agg(F.count(F.lit(1)).cast("double").alias("_popularity"))
-    reference = reference.join(counts, ITEM_COL).select("_popularity").persist()
-    try:
-        n_reference = reference.count()
-        current = current.join(counts, ITEM_COL, "left").select(
+    def with_popularity(frame: DataFrame) -> DataFrame:
+        return frame.join(counts, ITEM_COL, "left").select(
             F.coalesce(F.col("_popularity"), F.lit(0.0)).alias("_popularity")
         )
+
+    reference = with_popularity(reference).persist()
+    try:
+        n_reference = reference.count()
+        current = with_popularity(current)
         if n_reference < drift.min_rows:
             return _not_judged(
                 "item_popularity", ("psi",), current.count(), n_reference, "too few reference values"
