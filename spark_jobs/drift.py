@@ -395,6 +395,15 @@ def popularity(
 # ---------------------------------------------------------------------------------- output
 
 
+def _at_least(
+    measure: str, statistic: str, value: float | None, warn: float, rows: tuple[int, int], detail: dict
+) -> Finding:
+    """An output finding that warns when ``value`` falls below ``warn`` (no breach band);
+    ``rows``: (current, reference)."""
+    status = judge(value, warn, None, below=True)
+    return Finding(measure, statistic, value, status, rows[0], rows[1], warn, None, detail)
+
+
 def output_findings(spark: SparkSession, ctx: RunContext) -> tuple[list[Finding], dict]:
     """The output measures of the run date's recommendations against the previous run date's.
 
@@ -417,17 +426,13 @@ def output_findings(spark: SparkSession, ctx: RunContext) -> tuple[list[Finding]
     def number(value: Any) -> float | None:
         return None if pd.isna(value) else float(value)
 
-    share = number(coverage["coverage_at_10"])
     findings = [
-        Finding(
+        _at_least(
             "catalogue_coverage",
             f"share_top{TOP}",
-            share,
-            judge(share, drift.coverage_warn, None, below=True),
-            int(coverage["users"]),
-            0,
+            number(coverage["coverage_at_10"]),
             drift.coverage_warn,
-            None,
+            (int(coverage["users"]), 0),
             {
                 "items_at_10": int(coverage["items_at_10"]),
                 "catalogue_items": int(coverage["catalogue_items"]),
@@ -443,17 +448,13 @@ def output_findings(spark: SparkSession, ctx: RunContext) -> tuple[list[Finding]
         )
         return findings, {"reference_from": None, "reference_to": None}
     previous = pd.Timestamp(previous).date()
-    overlap = number(churn["mean_overlap_at_10"])
     findings.append(
-        Finding(
+        _at_least(
             "overlap",
             f"mean_at_{TOP}",
-            overlap,
-            judge(overlap, drift.overlap_warn, None, below=True),
-            int(churn["users_compared"]),
-            int(churn["users_compared"]),
+            number(churn["mean_overlap_at_10"]),
             drift.overlap_warn,
-            None,
+            (int(churn["users_compared"]), int(churn["users_compared"])),
             {
                 "users_new_tonight": int(churn["users_new_tonight"]),
                 "users_dropped": int(churn["users_dropped"]),
