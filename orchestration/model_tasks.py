@@ -65,13 +65,6 @@ def write_step(config: Config, run_date: dt.date, step: str, result: dict[str, A
     return result
 
 
-def drift_breaches(config: Config, run_date: dt.date) -> list[str]:
-    """The input drift measures in breach on the run date (``drift_reports``; [] before the drift job ran)."""
-    from spark_jobs.drift import input_breaches
-
-    return input_breaches(config, run_date)
-
-
 def night_plan(
     config: Config,
     run_date: dt.date,
@@ -82,7 +75,9 @@ def night_plan(
     drift_breach: bool = False,
 ) -> tuple[TrainingPlan, list[str]]:
     """Tonight's refresh plan, with the drift hook read from ``drift_reports``; and the measures in breach."""
-    breached = drift_breaches(config, run_date)
+    from spark_jobs.drift import input_breaches
+
+    breached = input_breaches(config, run_date)
     if breached and config.drift.retrain_on_breach:
         log.warning("drift %s: %s in breach: a full retrain", run_date, ", ".join(breached))
         drift_breach = True

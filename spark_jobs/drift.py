@@ -187,8 +187,12 @@ def distribution(
     drift: DriftConfig,
     binned: bool = True,
     statistics: Sequence[str] = ("psi", "ks"),
+    extra_edges: Sequence[float] = (),
 ) -> list[Finding]:
-    """PSI (and KS) of ``column``, at the reference's quantile bins (one bin per value if not ``binned``)."""
+    """PSI (and KS) of ``column``, at the reference's quantile bins (one bin per value if not ``binned``).
+
+    ``extra_edges``: bin edges added to the quantiles (a value class kept apart, e.g. 0 below 0.5).
+    """
     from pyspark.sql import functions as F
 
     reference = reference.select(F.col(column).cast("double").alias(VALUE_COL)).persist()
@@ -200,6 +204,7 @@ def distribution(
         current = current.select(F.col(column).cast("double").alias(VALUE_COL))
         if binned:
             edges = quantile_edges(reference, VALUE_COL, drift.bins, drift.relative_error)
+            edges = sorted({*edges, *extra_edges})
             detail["edges"] = [e for e in edges if math.isfinite(e)]
             ref_bins, cur_bins = bucketize(reference, VALUE_COL, edges), bucketize(current, VALUE_COL, edges)
         else:
@@ -279,18 +284,20 @@ def input_findings(
         counts = (
             earlier.groupBy(ITEM_COL).agg(F.count(F.lit(1)).cast("double").alias("_popularity")).persist()
         )
-        findings += popularity(reference, current, counts, drift)
-        n_current = current.count()
-        known = {USER_COL: earlier.select(USER_COL).distinct(), ITEM_COL: counts.select(ITEM_COL)}
-        for name, column in (("new_users", USER_COL), ("new_items", ITEM_COL)):
-            new = current.join(known[column], column, "left_anti").count()
-            share = new / n_current if n_current else None
-            limit = drift.new_users_share_breach if column == USER_COL else drift.new_items_share_breach
-            status = NOT_JUDGED if share is None else judge(share, None, limit)
-            findings.append(
-                Finding(name, "share", share, status, n_current, 0, None, limit, {"new_rows": new})
-            )
-        counts.unpersist()
+        try:
+            findings += popularity(reference, current, counts, drift)
+            n_current = current.count()
+            known = {USER_COL: earlier.select(USER_COL).distinct(), ITEM_COL: counts.select(ITEM_COL)}
+            for name, column in (("new_users", USER_COL), ("new_items", ITEM_COL)):
+                new = current.join(known[column], column, "left_anti").count()
+                share = new / n_current if n_current else None
+                limit = drift.new_users_share_breach if column == USER_COL else drift.new_items_share_breach
+                status = NOT_JUDGED if share is None else judge(share, None, limit)
+                findings.append(
+                    Finding(name, "share", share, status, n_current, 0, None, limit, {"new_rows": new})
+                )
+        finally:
+            counts.unpersist()
     finally:
         current.unpersist()
         reference.unpersist()
@@ -360,36 +367,15 @@ def popularity(
             F.coalesce(F.col("_popularity"), F.lit(0.0)).alias("_popularity")
         )
 
-    reference = with_popularity(reference).persist()
-    try:
-        n_reference = reference.count()
-        current = with_popularity(current)
-        if n_reference < drift.min_rows:
-            return _not_judged(
-                "item_popularity", ("psi",), current.count(), n_reference, "too few reference values"
-            )
-        edges = sorted({0.5, *quantile_edges(reference, "_popularity", drift.bins, drift.relative_error)})
-        psi, _, n_reference, n_current = compare(
-            bucketize(reference, "_popularity", edges), bucketize(current, "_popularity", edges)
-        )
-    finally:
-        reference.unpersist()
-    if n_current < drift.min_rows:
-        return _not_judged("item_popularity", ("psi",), n_current, n_reference, "too few current values")
-    detail = {"edges": [e for e in edges if math.isfinite(e)]}
-    return [
-        Finding(
-            "item_popularity",
-            "psi",
-            psi,
-            judge(psi, drift.psi_warn, drift.psi_breach),
-            n_current,
-            n_reference,
-            drift.psi_warn,
-            drift.psi_breach,
-            detail,
-        )
-    ]
+    return distribution(
+        "item_popularity",
+        with_popularity(reference),
+        with_popularity(current),
+        "_popularity",
+        drift,
+        statistics=("psi",),
+        extra_edges=(0.5,),
+    )
 
 
 # ---------------------------------------------------------------------------------- output
