@@ -31,7 +31,7 @@ AIRFLOW_ENV := set -a && source configs/airflow/$(PROFILE).env && set +a && \
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH &&
 AIRFLOW_DB := $(AIRFLOW_HOME)/.db-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test bench lint venv jars lock clean maintain airflow-db backfill airflow airflow-screenshot
+.PHONY: run test bench lint venv jars lock clean maintain airflow-db backfill airflow airflow-screenshot chromium
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
@@ -89,8 +89,14 @@ airflow: venv jars airflow-db
 maintain: venv jars
 	$(PY) -m spark_jobs.maintenance --run-date $(RUN_DATE)
 
-test: venv jars
+test: venv jars chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium renders the night's report in the tests (Debian's package, installed when missing).
+chromium:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
 bench: venv jars
 	$(PY) bench/run_all.py
@@ -103,8 +109,7 @@ lint: venv
 # SCREENSHOT_PORT with every user an admin, captured by headless Chromium (Debian's package).
 SCREENSHOT ?= docs/img/recsys_nightly_grid.png
 SCREENSHOT_PORT ?= 8089
-airflow-screenshot: venv jars airflow-db
-	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+airflow-screenshot: venv jars airflow-db chromium
 	$(AIRFLOW_ENV) export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True && \
 	log=$(AIRFLOW_HOME)/screenshot-airflow.log && \
 	{ airflow api-server --port $(SCREENSHOT_PORT) >> $$log 2>&1 & pids=$$!; \

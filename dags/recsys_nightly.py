@@ -38,17 +38,19 @@ One night of the batch recommender for the run date (the logical date, `{{ ds }}
 4. **sequences_gate**, and **items** (titles and genres) beside the chain.
 5. **train**: the refresh policy: a warm start from the champion, a full retrain (schedule,
    config change, no champion, drift, or the `full_retrain` param), or nothing when no event
-   arrived.
+   arrived. A new challenger is logged to MLflow and registered.
 6. **evaluate**: champion and challenger on tonight's split.
 7. **champion_challenger**: promote the challenger unless its production NDCG@10 is worse than
-   the champion's beyond the tolerance; records the champion after tonight.
-8. **score** (GPU pool) and **publish**: the recommendations gate, then the date's partitions
-   of `recommendations` and `model_runs`.
+   the champion's beyond the tolerance (or go back one promotion: the `rollback` param);
+   records the champion after tonight and moves the registry's `champion` / `challenger` aliases.
+8. **score** (GPU pool; the champion loaded from the MLflow registry by alias) and **publish**:
+   the recommendations gate, then the date's partitions of `recommendations` and `model_runs`.
 9. **drift_output**: tonight's lists against the previous run's (score PSI/KS, overlap@10,
    catalogue coverage) into `drift_reports`.
-10. **notify**: the night's summary, a webhook post when a challenger was promoted or a drift
-   measure breached, and the `recsys.recommendations` asset event (extra `run_date`) that
-   schedules `recsys_report`.
+10. **report**: the night's HTML report with its plots, `<lake>/_reports/<run date>/report.html`.
+11. **notify**: the night's summary with the report's path, a webhook post when a challenger
+   was promoted or a drift measure breached, and the `recsys.recommendations` asset event
+   (extra `run_date`) that schedules `recsys_report`.
 
 Backfill: `airflow backfill create --dag-id recsys_nightly --from-date ... --to-date ...`, or
 `make backfill FROM=... TO=...` on the local SQLite profile. Every task reads and writes its run
@@ -71,6 +73,12 @@ with DAG(
             False,
             type="boolean",
             description="the drift hook by hand: a full retrain as if drift_input had found a breach",
+        ),
+        "rollback": Param(
+            False,
+            type="boolean",
+            description="champion/challenger: go back to the champion before the latest promotion "
+            "(the MLflow `champion` alias moves back; the night rescored with it)",
         ),
         "model": Param(
             CONFIG.model.name,
@@ -129,8 +137,10 @@ with DAG(
         CONFIG,
         "champion_challenger",
         "decide",
+        "{{ '--rollback' if params.rollback else '' }}",
         gpu=False,
-        doc_md="Promote the challenger unless worse than the champion beyond the tolerance.",
+        doc_md="Promote the challenger unless worse than the champion beyond the tolerance; "
+        "moves the MLflow registry's champion and challenger aliases.",
     )
     drift_output = spark_stage(
         CONFIG,
@@ -148,12 +158,21 @@ with DAG(
         doc_md="The recommendations gate, then the date's recommendations and model_runs partitions.",
     )
 
+    @task(doc_md="The night's HTML report (plots embedded): <lake>/_reports/<D>/report.html.")
+    def report(ds: str | None = None) -> str:
+        from orchestration.night_report import write_report
+
+        return str(write_report(CONFIG, dt.date.fromisoformat(ds)))
+
     @task(
         outlets=[RECOMMENDATIONS],
-        doc_md="The night's summary; a webhook post when a challenger was promoted or drift breached; "
+        doc_md="The night's summary and report link; a webhook post when a challenger was promoted or drift "
+        "breached; "
         "the asset event (extra: run_date) that schedules the downstream report.",
     )
-    def notify(ds: str | None = None, outlet_events=None) -> dict:
+    def notify(report_path: str, ds: str | None = None, outlet_events=None) -> dict:
+        import logging
+
         from orchestration.model_tasks import read_step, summarise_drift
 
         run_date = dt.date.fromisoformat(ds)
@@ -168,7 +187,9 @@ with DAG(
             "users": scored["users"],
             "rows": scored["rows"],
             "drift": drift,
+            "report": report_path,
         }
+        logging.getLogger(__name__).info("the night's report: %s", report_path)
         messages = []
         if decided["promoted"]:
             messages.append(
@@ -180,7 +201,7 @@ with DAG(
         for text in messages:
             from airflow.sdk import get_current_context
 
-            notifier = webhook_notifier(CONFIG, text)
+            notifier = webhook_notifier(CONFIG, f"{text} (report: {report_path})")
             if notifier is not None:
                 notifier.notify(get_current_context())
         outlet_events[RECOMMENDATIONS].extra = {"run_date": ds, "rows": scored["rows"]}
@@ -190,4 +211,6 @@ with DAG(
     silver >> drift_input >> train
     sequences_gate >> train >> evaluate >> champion_challenger >> score >> publish
     ingest >> items >> publish
-    publish >> drift_output >> notify()
+    page = report()
+    publish >> drift_output >> page
+    notify(page)

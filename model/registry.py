@@ -106,14 +106,17 @@ class ModelRegistry:
     def champion_path(self, run_date: dt.date) -> Path:
         return self.root / CHAMPIONS_DIR / f"{run_date.isoformat()}.json"
 
+    def champion_dates(self) -> list[dt.date]:
+        """The nights with a champion record, in order."""
+        directory = self.root / CHAMPIONS_DIR
+        return sorted(
+            dt.date.fromisoformat(path.stem)
+            for path in (directory.glob("*.json") if directory.is_dir() else [])
+        )
+
     def champion_before(self, run_date: dt.date) -> dict[str, Any] | None:
         """The champion record of the latest night before ``run_date`` (None before the first)."""
-        directory = self.root / CHAMPIONS_DIR
-        dates = sorted(
-            day
-            for path in (directory.glob("*.json") if directory.is_dir() else [])
-            if (day := dt.date.fromisoformat(path.stem)) < run_date
-        )
+        dates = [day for day in self.champion_dates() if day < run_date]
         if not dates:
             return None
         record = load_json(self.champion_path(dates[-1]))

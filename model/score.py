@@ -55,7 +55,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from model.checkpoint import save_json
+from model.checkpoint import METRICS_FILE, load_json, save_json
 from model.data import IdVocab, SequenceBatch, SequenceData, SplitView, model_arguments, read_as_of
 from model.evaluate import run_timestamp
 from model.registry import ModelRegistry, training_hash
@@ -299,13 +299,22 @@ class ScoringResult:
     seconds: PhaseSeconds = field(default_factory=PhaseSeconds)
 
 
-def load_model(config: Config, model_version: str, device: torch.device) -> tuple[nn.Module, IdVocab, dict]:
-    """The model version from the registry: (model in eval mode, item vocabulary, metrics)."""
+def load_model(
+    config: Config, model_version: str, device: torch.device, directory: str | Path | None = None
+) -> tuple[nn.Module, IdVocab, dict]:
+    """(model in eval mode, item vocabulary, metrics) of the model version.
+
+    From its artifact ``directory`` (the registered model's, downloaded by
+    :func:`model.tracking.download_model`), by default from the local registry.
+    """
     from model.train import load_trained_model
 
-    registry = ModelRegistry.from_config(config)
-    metrics = registry.metrics(model_version)
-    model, vocab, _ = load_trained_model(registry.path(model_version), device)
+    if directory is None:
+        registry = ModelRegistry.from_config(config)
+        metrics, directory = registry.metrics(model_version), registry.path(model_version)
+    else:
+        metrics = load_json(Path(directory) / METRICS_FILE)
+    model, vocab, _ = load_trained_model(directory, device)
     return model, vocab["items"], metrics
 
 
@@ -321,12 +330,16 @@ def model_run_row(
     training_mode: str | None = None,
     promoted: bool = False,
     decision: str | None = None,
+    registry_version: str | None = None,
+    alias: str | None = None,
 ) -> dict[str, Any]:
     """A ``model_runs`` row: a model of tonight (the champion, or the challenger) and its metrics.
 
     ``metrics`` are the model's on tonight's split; ``decision`` is the champion/challenger
     step's reason, ``training_mode`` how the night made the model (full, warm; skip on the
-    champion row of a night without training).
+    champion row of a night without training), ``registry_version`` its version number in the
+    MLflow registered model and ``alias`` the alias the night's step gave it (champion,
+    challenger; None on a backfill, which moves no alias).
     """
     flat = {
         f"{split}.{variant}.{name}": float(value)
@@ -349,6 +362,8 @@ def model_run_row(
         "training_mode": training_mode,
         "promoted": promoted,
         "decision": decision,
+        "registry_version": registry_version,
+        "alias": alias,
     }
 
 
@@ -359,16 +374,18 @@ def score_run(
     device: torch.device | str = "cpu",
     run_id: str | None = None,
     model_runs: Callable[[dict[str, int], str], list[dict[str, Any]]] | None = None,
+    model_dir: str | Path | None = None,
 ) -> ScoringResult:
     """Score every user of the run date's sequences with ``model_version``; stage the result.
 
     ``model_runs(input_versions, fingerprint)`` gives the night's ``model_runs`` rows (the nightly
-    DAG's champion and challenger); by default the one row of the scoring model.
+    DAG's champion and challenger); by default the one row of the scoring model. ``model_dir``:
+    the version's artifacts (see :func:`load_model`).
     """
     device = torch.device(device)
     seconds = PhaseSeconds()
     began = time.perf_counter()
-    model, item_vocab, metrics = load_model(config, model_version, device)
+    model, item_vocab, metrics = load_model(config, model_version, device, model_dir)
     sequences_path, silver_path = config.table_path("sequences"), config.table_path("ratings_silver")
     sequences, sequences_version = read_as_of(sequences_path, "sequences", run_date)
     silver, silver_version = read_as_of(

@@ -2,7 +2,7 @@
 
     python -m orchestration.model_tasks train --run-date 1998-04-22 [--full-retrain] [--drift-breach]
     python -m orchestration.model_tasks evaluate --run-date 1998-04-22
-    python -m orchestration.model_tasks decide --run-date 1998-04-22
+    python -m orchestration.model_tasks decide --run-date 1998-04-22 [--rollback]
     python -m orchestration.model_tasks score --run-date 1998-04-22
 
 Each step runs where the DAG's runner puts it (a process of this venv, or a pod of the trainer
@@ -18,9 +18,15 @@ for the last night before D (:meth:`model.registry.ModelRegistry.champion_before
   registry (a rerun) is reused, not trained again.
 - **evaluate**: the champion and the challenger on tonight's split, both variants
   (:func:`model.refresh.evaluate_saved`).
-- **decide**: :func:`orchestration.policy.choose_champion`; records the champion after tonight.
-- **score**: the chosen model scores every user and stages the recommendations with both
-  models' ``model_runs`` rows (metrics on tonight's split, training mode, the decision).
+- **decide**: :func:`orchestration.policy.choose_champion` (or a rollback by hand); records the
+  champion after tonight and moves the MLflow registry's ``champion`` / ``challenger`` aliases.
+- **score**: the chosen model, loaded from the MLflow registry by alias
+  (:func:`model.tracking.download_model`), scores every user and stages the recommendations with
+  both models' ``model_runs`` rows (metrics on tonight's split, training mode, the decision, the
+  registered version and its alias).
+
+A trained or refreshed challenger is logged to MLflow (config, per-epoch metrics, the sequences'
+Delta version, the model) and registered by the train step (:mod:`model.tracking`).
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from orchestration.policy import Champion, TrainingPlan, choose_champion, plan_training
+from orchestration.policy import Champion, Decision, TrainingPlan, choose_champion, plan_training
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, add_config_arguments, config_from_args
 
@@ -129,12 +136,12 @@ def train(
     ``drift_breach`` (the DAG param) forces the drift hook; without it, the hook fires when the
     night's ``drift_reports`` hold an input breach and ``drift.retrain_on_breach`` is on.
     """
-    from model.data import SequenceData, read_sequences
+    from model.data import SequenceData, read_as_of
     from model.registry import ModelRegistry, model_version, training_hash
     from model.train import resolve_device, save_trained, train_and_evaluate
 
     registry = ModelRegistry.from_config(config)
-    sequences = read_sequences(config.table_path("sequences"), run_date)
+    sequences, sequences_version = read_as_of(config.table_path("sequences"), "sequences", run_date)
     data = SequenceData.from_arrow(sequences)
     fingerprint, config_hash = data.fingerprint(), training_hash(config)
     champion_record = registry.champion_before(run_date)
@@ -162,7 +169,7 @@ def train(
     )
     if registry.has(version):
         log.info("%s is in the registry already (a rerun of %s): reusing it", version, run_date)
-        return write_step(config, run_date, "train", result)
+        return _registered(config, run_date, result, sequences_version)
     device = resolve_device(config.device)
     work_dir = registry.work_dir(version)
     if parent:
@@ -179,6 +186,28 @@ def train(
         trained = train_and_evaluate(config, data, work_dir / "checkpoint", run_date, device)
     save_trained(work_dir, config, trained)
     registry.publish(version)
+    return _registered(config, run_date, result, sequences_version)
+
+
+def _registered(
+    config: Config, run_date: dt.date, result: dict[str, Any], sequences_version: int
+) -> dict[str, Any]:
+    """Record the train step once its challenger is a version of the MLflow registered model."""
+    from model.registry import ModelRegistry
+    from model.tracking import log_model_version
+
+    version = result["challenger"]
+    registered = log_model_version(
+        config,
+        version,
+        ModelRegistry.from_config(config).path(version),
+        run_date,
+        {"sequences": sequences_version},
+        result["plan"]["mode"],
+        parent=result["champion"] if result["plan"]["mode"] == "warm" else None,
+        fingerprint=result["sequences_fingerprint"],
+    )
+    result.update(registered_version=str(registered.version), mlflow_run_id=registered.run_id)
     return write_step(config, run_date, "train", result)
 
 
@@ -204,8 +233,16 @@ def evaluate(config: Config, run_date: dt.date) -> dict[str, Any]:
     return write_step(config, run_date, "evaluate", {"run_date": run_date.isoformat(), "models": metrics})
 
 
-def decide(config: Config, run_date: dt.date) -> dict[str, Any]:
-    """Champion/challenger on tonight's split; records the champion after tonight."""
+def decide(config: Config, run_date: dt.date, rollback: bool = False) -> dict[str, Any]:
+    """Champion/challenger on tonight's split; records the champion after tonight, moves the aliases.
+
+    ``rollback``: whatever the metrics say, the champion after tonight is the one before the
+    latest promotion: tonight's challenger is rejected when it would be promoted, and otherwise
+    the champion in force goes back to the one it replaced. The aliases move (and the registry's
+    record of the night is replaced) only when tonight is the newest night with a record: a
+    backfill leaves them where the latest night put them (:mod:`model.tracking`).
+    """
+    from model import tracking
     from model.registry import ModelRegistry
 
     planned = read_step(config, run_date, "train")
@@ -217,7 +254,11 @@ def decide(config: Config, run_date: dt.date) -> dict[str, Any]:
         return (entry["version"], entry["metrics"]) if entry else (planned[role], None)
 
     decision = choose_champion(*of("champion"), *of("challenger"), config.orchestration.promotion_tolerance)
-    if decision.promoted:
+    before = registry.champion_before(run_date)
+    challenger = planned["challenger"] if planned["challenger"] != decision.champion else None
+    if rollback:
+        decision, record, challenger = _rolled_back(registry, run_date, decision, before, challenger)
+    elif decision.promoted:
         record = {
             "version": decision.champion,
             "config_hash": planned["config_hash"],
@@ -227,21 +268,76 @@ def decide(config: Config, run_date: dt.date) -> dict[str, Any]:
             "metric": decision.challenger_metric,
         }
     else:
-        record = registry.champion_before(run_date)
+        record = before
     registry.record_champion(run_date, record)
-    return write_step(config, run_date, "decide", {"run_date": run_date.isoformat(), **decision.to_dict()})
+    mlflow_client = tracking.client(config)
+    registered = {
+        version: str(entry.version)
+        for version in {decision.champion, *(e["version"] for e in models.values()), challenger} - {None}
+        if (entry := tracking.registered_version(mlflow_client, config, version)) is not None
+    }
+    # What tonight's decision gives each alias (recorded, and reproduced by a backfill); the
+    # registry's aliases move to it only when tonight is the newest night.
+    aliases = {
+        tracking.CHAMPION: registered.get(decision.champion),
+        tracking.CHALLENGER: registered.get(challenger) if challenger else None,
+    }
+    newest = registry.champion_dates()[-1] == run_date
+    if newest:
+        tracking.move_aliases(config, decision.champion, challenger)
+    else:
+        log.info("%s is a backfill (newer nights are recorded): the registry's aliases stay", run_date)
+    return write_step(
+        config,
+        run_date,
+        "decide",
+        {
+            "run_date": run_date.isoformat(),
+            **decision.to_dict(),
+            "rollback": rollback,
+            "aliases": aliases,
+            "aliases_moved": newest,
+            "registered": registered,
+        },
+    )
+
+
+def _rolled_back(
+    registry: Any,
+    run_date: dt.date,
+    decision: Decision,
+    before: dict[str, Any] | None,
+    challenger: str | None,
+) -> tuple[Decision, dict[str, Any], str | None]:
+    """(the decision, the champion record, the challenger alias's version) of a rollback on ``run_date``."""
+    if decision.promoted and before is not None:
+        rejected, record = decision.champion, before
+    elif before is not None and (
+        previous := registry.champion_before(dt.date.fromisoformat(before["promoted_on"]))
+    ):
+        rejected, record = before["version"], {**previous, "rolled_back_on": run_date.isoformat()}
+    else:
+        raise ValueError(f"rollback on {run_date}: no champion before the latest promotion to go back to")
+    reason = (
+        f"rollback by hand: {rejected} replaced by {record['version']} (promoted on {record['promoted_on']})"
+    )
+    log.warning("%s: %s", run_date, reason)
+    rolled = Decision(record["version"], False, reason, decision.champion_metric, decision.challenger_metric)
+    return rolled, record, rejected
 
 
 def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[str, Any]:
     """Tonight's champion scores every user; staged with both models' ``model_runs`` rows."""
     from model.registry import ModelRegistry
     from model.score import model_run_row, score_run
+    from model.tracking import download_model
     from model.train import resolve_device
 
     planned = read_step(config, run_date, "train")
     models = read_step(config, run_date, "evaluate")["models"]
     decided = read_step(config, run_date, "decide")
     registry = ModelRegistry.from_config(config)
+    aliases = {number: alias for alias, number in decided["aliases"].items() if number is not None}
 
     def rows(input_versions: dict[str, int], fingerprint: str) -> list[dict[str, Any]]:
         out = []
@@ -272,14 +368,25 @@ def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[
                     training_mode=mode,
                     promoted=decided["promoted"] and version == decided["champion"],
                     decision=decided["reason"],
+                    registry_version=decided["registered"].get(version),
+                    alias=aliases.get(decided["registered"].get(version)),
                 )
             )
         return out
 
-    manifest = score_run(
-        config, run_date, decided["champion"], resolve_device(config.device), run_id=run_id, model_runs=rows
-    ).manifest
+    with tempfile.TemporaryDirectory(prefix="recsys-model-") as downloaded:
+        model_dir, model_uri = download_model(config, decided["champion"], downloaded)
+        manifest = score_run(
+            config,
+            run_date,
+            decided["champion"],
+            resolve_device(config.device),
+            run_id=run_id,
+            model_runs=rows,
+            model_dir=model_dir,
+        ).manifest
     result = {key: manifest[key] for key in ("model_version", "users", "fallback_users", "rows", "top_k")}
+    result["model_uri"] = model_uri
     return write_step(config, run_date, "score", {"run_date": run_date.isoformat(), **result})
 
 
@@ -296,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--drift-breach", action="store_true", help="train: the drift check breached (full retrain)"
     )
+    parser.add_argument(
+        "--rollback",
+        action="store_true",
+        help="decide: back to the champion before the latest promotion, whatever the metrics say",
+    )
     parser.add_argument("--run-id", default=None, help="score: the run id stamped on the staged manifest")
     args = parser.parse_args(argv)
     configure_logging()
@@ -304,8 +416,10 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, args.run_date, args.full_retrain, args.drift_breach)
     elif args.step == "score":
         result = score(config, args.run_date, args.run_id)
+    elif args.step == "decide":
+        result = decide(config, args.run_date, args.rollback)
     else:
-        result = {"evaluate": evaluate, "decide": decide}[args.step](config, args.run_date)
+        result = evaluate(config, args.run_date)
     log.info("%s %s done: %s", args.step, args.run_date, result)
     return 0
 

@@ -9,7 +9,8 @@ DAG once for the run date (``airflow dags test``); then ``python -m orchestratio
 3. the model decisions of the night (``orchestration.model_tasks``' records: the refresh plan,
    champion and challenger on tonight's split, who scored);
 4. a sample: one user's top 10 with titles, and the run's catalogue coverage, from the
-   documented queries in ``docs/sql/`` (DuckDB and delta-rs: no JVM to start).
+   documented queries in ``docs/sql/`` (DuckDB and delta-rs: no JVM to start);
+5. where the night's HTML report is (:mod:`orchestration.night_report`) and the registry's champion.
 
 :func:`run_pipeline_stages` runs the Spark stages in one process (the experiments' path).
 """
@@ -113,6 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     print(top10.to_string(index=False))
     print(f"\nCoverage of {args.run_date} (docs/sql/coverage.sql):")
     print(coverage.to_string(index=False))
+    from orchestration.night_report import report_path
+
+    page = report_path(config, args.run_date)
+    print(f"\nThe night's report (open it in a browser): {page if page.is_file() else 'not written'}")
+    print(f"Model registry (MLflow): {config.mlflow_tracking_uri()}, champion {scored['model_uri']}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The project root: configs/ and the anchor of relative paths. A source checkout by default; an
+# installed package (the images) names it with RECSYS_HOME.
+HOME_ENV = "RECSYS_HOME"
+PROJECT_ROOT = Path(os.environ.get(HOME_ENV) or Path(__file__).resolve().parent.parent)
 CONFIG_DIR = PROJECT_ROOT / "configs"
 ENV_PREFIX = "RECSYS__"
 PROFILE_ENV = "RECSYS_PROFILE"
@@ -152,6 +155,13 @@ class DriftConfig(_Section):
     retrain_on_breach: bool
 
 
+class MlflowConfig(_Section):
+    tracking_uri: str | None
+    artifact_location: str | None
+    experiment: str
+    registered_model: str
+
+
 class KubernetesConfig(_Section):
     namespace: str
     image: str
@@ -172,6 +182,7 @@ class OrchestrationConfig(_Section):
     notify_conn_id: str | None
     full_retrain_every_days: int = Field(ge=0)
     promotion_tolerance: float = Field(ge=0)
+    report_trend_nights: int = Field(gt=1)
     kubernetes: KubernetesConfig
 
 
@@ -189,6 +200,7 @@ class Config(_Section):
     train: TrainConfig
     scoring: ScoringConfig
     drift: DriftConfig
+    mlflow: MlflowConfig
     orchestration: OrchestrationConfig
 
     def table_path(self, table: str) -> str:
@@ -199,6 +211,28 @@ class Config(_Section):
     def project_path(self, value: str) -> str:
         """A configured path or URI, with relative paths anchored at the project root."""
         return resolve_location(value)
+
+    def mlflow_tracking_uri(self) -> str:
+        """``mlflow.tracking_uri``, or the embedded default: SQLite at ``<lake.root>/mlflow/mlflow.db``."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        root = resolve_location(self.lake.root)
+        if is_uri(root) and not root.startswith("file://"):
+            raise ConfigError(
+                f"mlflow.tracking_uri: the lake is at {root}, where SQLite cannot live; "
+                "give a tracking server's URI (the cluster profile does)"
+            )
+        return "sqlite:///" + join_uri(root.removeprefix("file://"), "mlflow/mlflow.db")
+
+    def mlflow_artifact_location(self) -> str | None:
+        """Where new experiments keep their artifacts: ``mlflow.artifact_location``, or
+        ``<lake.root>/mlflow/artifacts`` for the embedded store; None leaves it to the server."""
+        if self.mlflow.artifact_location:
+            return self.mlflow.artifact_location
+        if self.mlflow.tracking_uri:
+            return None
+        root = resolve_location(self.lake.root)
+        return join_uri(root if is_uri(root) else f"file://{root}", "mlflow/artifacts")
 
     def config_hash(self) -> str:
         """Stable SHA-256 of the resolved configuration (recorded with every model run)."""

@@ -120,6 +120,8 @@ class TableLayout:
     # False for the small bookkeeping tables: one file, replaced by predicate (not a partition
     # per date, which costs a file per date on every read and write).
     partitioned: bool = True
+    # New columns of a later release are added to the table on write (Delta's mergeSchema).
+    evolves: bool = False
 
     @property
     def properties(self) -> dict[str, str]:
@@ -127,7 +129,8 @@ class TableLayout:
 
     @property
     def write_options(self) -> dict[str, str]:
-        return {f"parquet.enable.dictionary#{column}": "false" for column in self.plain_columns}
+        options = {f"parquet.enable.dictionary#{column}": "false" for column in self.plain_columns}
+        return {**options, "mergeSchema": "true"} if self.evolves else options
 
 
 # Statistics only where a reader filters on them; Parquet dictionaries off for columns whose
@@ -145,6 +148,8 @@ TABLE_LAYOUTS: dict[str, TableLayout] = {
     "sequences": TableLayout(stats_columns=("user_id",), plain_columns=("timestamps.list.element",)),
     "ingest_ledger": TableLayout(partitioned=False),
     "ratings_drop_stats": TableLayout(partitioned=False),
+    # registry_version and alias came with the MLflow registry: a lake of an earlier release gains them.
+    "model_runs": TableLayout(evolves=True),
 }
 
 

@@ -49,7 +49,7 @@ MODEL_RUNS_SCHEMA = (
     "run_date date, model_version string, model_name string, config_hash string, "
     "sequences_fingerprint string, input_versions map<string,bigint>, metrics map<string,double>, "
     "training_seconds double, trained_tonight boolean, scored boolean, role string, "
-    "training_mode string, promoted boolean, decision string"
+    "training_mode string, promoted boolean, decision string, registry_version string, alias string"
 )
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
-from recsys.config import Config
+from recsys.config import Config, ConfigError, is_uri
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,29 @@ class RawSource:
     format_name: str
 
 
+def raw_dir(config: Config) -> Path:
+    """``data.raw_dir`` as a local directory: downloads and the generator write local files.
+
+    An object-store URI (the cluster profile's ``s3a://...``) is refused with what to do instead,
+    rather than becoming a local folder named ``s3a:``.
+    """
+    location = config.project_path(config.data.raw_dir)
+    if is_uri(location):
+        parsed = urlparse(location)
+        if parsed.scheme != "file":
+            raise ConfigError(
+                f"data.raw_dir={location} is not local: downloads and the synthetic generator write "
+                "local files; set a local directory (--set data.raw_dir=/data/raw, or "
+                "RECSYS__DATA__RAW_DIR) and replay from there into the landing zone"
+            )
+        location = parsed.path
+    return Path(location)
+
+
 def synthetic_path(config: Config) -> Path:
     scale = f"{config.data.synthetic_scale:g}"
     return (
-        Path(config.project_path(config.data.raw_dir))
+        raw_dir(config)
         / f"synthetic-{scale}-{config.data.synthetic_seed}"
         / "ratings.csv"
     )
@@ -46,5 +66,5 @@ def raw_source(config: Config) -> RawSource:
         return RawSource(name, path, "ratings.csv")
     from recsys.datasets.download import RELEASES, download_dataset
 
-    path = download_dataset(name, config.project_path(config.data.raw_dir))
+    path = download_dataset(name, raw_dir(config))
     return RawSource(name, path, RELEASES[name].ratings_format)

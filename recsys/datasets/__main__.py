@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     config = config_from_args(args)
 
     if args.command == "download":
+        from recsys.datasets import raw_dir
         from recsys.datasets.download import download_dataset
 
-        raw_dir = args.raw_dir or Path(config.project_path(config.data.raw_dir))
-        print(download_dataset(args.name, raw_dir))
+        print(download_dataset(args.name, args.raw_dir or raw_dir(config)))
     elif args.command == "replay":
         print(_replay(args, config, replay))
     else:

@@ -99,6 +99,7 @@ def night_outside_airflow(spark, config, env: dict[str, str], day: dt.date, log:
     this process's SparkSession. Model steps: the command line of each BashOperator, rendered
     for ``day`` with the DAG's default params, in a process of this venv.
     """
+    from orchestration.night_report import write_report
     from orchestration.operators import RUN_DATE, model_command
     from spark_jobs import (
         drift,
@@ -130,6 +131,7 @@ def night_outside_airflow(spark, config, env: dict[str, str], day: dt.date, log:
         assert status == 0, f"{step} {day} exited {status}: " + log.read_text()[-3000:]
     publish_recommendations.run(spark, ctx)
     drift.run(spark, ctx, drift.OUTPUT)
+    write_report(config, day)
 
 
 def content_hash(frame, drop: tuple[str, ...] = ()) -> tuple[int, str]:
@@ -206,13 +208,15 @@ def nights(tmp_path_factory, spark):
     for day in NIGHTS[1:]:
         night_outside_airflow(spark, config, env, day, tmp / f"{day}.log")
         first[day] = night_tables(spark, config, day)
-    steps = {day: {step: night_step(tmp, day, step) for step in ("train", "decide")} for day in NIGHTS}
+    steps = {
+        day: {step: night_step(tmp, day, step) for step in ("train", "decide", "score")} for day in NIGHTS
+    }
     champions = {day: (tmp / "models" / "champions" / f"{day}.json").read_text() for day in NIGHTS}
     again, backfill_steps = {}, {}
     for day in NIGHTS:
         night_outside_airflow(spark, config, env, day, tmp / f"backfill-{day}.log")
         again[day] = night_tables(spark, config, day)
-        backfill_steps[day] = {step: night_step(tmp, day, step) for step in ("train", "decide")}
+        backfill_steps[day] = {step: night_step(tmp, day, step) for step in ("train", "decide", "score")}
     yield {
         "tmp": tmp,
         "config": config,
@@ -282,6 +286,11 @@ def test_the_next_night_warm_starts_and_records_champion_and_challenger(nights, 
     assert set(rows) == {"champion", "challenger"}
     assert rows["challenger"].training_mode == "warm" and rows["challenger"].trained_tonight
     assert rows["challenger"].model_version == planned["challenger"]
+    # Each model is a version of the MLflow registered model; the scored one holds the champion alias.
+    assert rows["challenger"].registry_version == planned["registered_version"]
+    assert {row.alias for row in rows.values() if row.scored} == {"champion"}
+    scored = nights["steps"][NIGHT_2]["score"]  # the newest night then: loaded by alias
+    assert scored["model_uri"] == f"models:/{config.mlflow.registered_model}@champion"
     assert [row.model_version for row in rows.values() if row.scored] == [decided["champion"]]
     for row in rows.values():
         assert row.decision == decided["reason"]
@@ -304,7 +313,31 @@ def test_a_backfill_of_three_nights_reproduces_their_tables(nights):
         assert after["train"]["plan"] == before["train"]["plan"], day
         assert after["train"]["challenger"] == before["train"]["challenger"], day
         assert after["train"]["trained_tonight"] is False, day
-        assert after["decide"] == before["decide"], day
+        moved = ("aliases_moved",)
+        assert {k: v for k, v in after["decide"].items() if k not in moved} == {
+            k: v for k, v in before["decide"].items() if k not in moved
+        }, day
+    # The MLflow aliases moved on every night of the first pass (each the newest then); in the
+    # backfill only on the newest night, so they end where the newest night put them.
+    assert [nights["steps"][day]["decide"]["aliases_moved"] for day in NIGHTS] == [True, True, True]
+    assert [nights["backfill_steps"][day]["decide"]["aliases_moved"] for day in NIGHTS] == [
+        False,
+        False,
+        True,
+    ]
+    from model.tracking import CHAMPION, VERSION_TAG, alias_version, client
+
+    config = nights["config"]
+    alias = alias_version(client(config), config, CHAMPION)
+    assert alias.tags[VERSION_TAG] == nights["steps"][NIGHT_3]["decide"]["champion"]
+    # A backfilled night scores with its own champion: by alias when the alias names it, else by
+    # its version number (the alias stays the newest night's).
+    name = config.mlflow.registered_model
+    for day in NIGHTS:
+        decided = nights["backfill_steps"][day]["decide"]
+        number = decided["registered"][decided["champion"]]
+        expected = f"models:/{name}@champion" if number == str(alias.version) else f"models:/{name}/{number}"
+        assert nights["backfill_steps"][day]["score"]["model_uri"] == expected, day
     assert nights["steps"][NIGHT_1]["train"]["plan"]["mode"] == "full"
     assert [nights["steps"][day]["train"]["plan"]["mode"] for day in NIGHTS[1:]] == ["warm", "warm"]
     assert nights["champions_after"] == nights["champions"]
@@ -335,3 +368,59 @@ def test_the_night_summary_that_make_run_prints(nights, capsys):
     assert f"Champion/challenger: {decided['champion']} scores tonight" in out
     assert "'s top 10 (docs/sql/user_top10.sql):" in out and "Coverage of 1998-04-21" in out
     assert "Tonight's drops 1998-04-21..1998-04-21 (1)" in out
+    assert (
+        f"The night's report (open it in a browser): {tmp / 'lake' / '_reports' / NIGHT_2.isoformat()}" in out
+    )
+
+
+# Where the report's screenshot is kept (git-ignored; CI keeps it as an artifact).
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+PLOTS = {"accounting", "training", "models", "drift", "concentration", "trend"}
+
+
+def chromium(*args: str) -> str:
+    binary = shutil.which("chromium")
+    assert binary, "chromium is not installed: `make test` installs Debian's chromium package when missing"
+    done = subprocess.run(
+        [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_night_report_renders_in_headless_chromium_with_every_plot_drawn(nights):
+    import re
+
+    import matplotlib.image
+    import numpy as np
+
+    from orchestration.night_report import report_path
+
+    config, tmp = nights["config"], nights["tmp"]
+    # Night 1 ran under Airflow: its report task wrote the page, and the notification names it.
+    night_1 = report_path(config, NIGHT_1)
+    assert night_1.is_file() and str(night_1) in (tmp / "n1.log").read_text()
+    page = report_path(config, NIGHT_2)
+    text = page.read_text()
+    decided = night_step(tmp, NIGHT_2, "decide")
+    assert decided["champion"] in text and "Data Docs" in text
+    for link in re.findall(r'<a href="([^"]+\.html)">', text):  # Data Docs pages, relative to the report
+        assert (page.parent / link).resolve().is_file(), link
+    dom = chromium("--virtual-time-budget=10000", "--dump-dom", page.as_uri())
+    figures = {
+        name: classes
+        for classes, name in re.findall(r'<figure class="plot ?([a-z ]*)" data-plot="(\w+)"', dom)
+    }
+    assert set(figures) == PLOTS and all(classes == "drawn" for classes in figures.values()), figures
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"night_report_{NIGHT_2}.png"
+    shot.unlink(missing_ok=True)
+    chromium("--window-size=1200,4200", "--virtual-time-budget=10000", f"--screenshot={shot}", page.as_uri())
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (4200, 1200)
+    # Drawn plots: a good part of the page is neither white nor text-thin.
+    assert float(np.mean(pixels.min(axis=2) < 0.9)) > 0.05

@@ -118,6 +118,8 @@ def model_run_rows(night: dt.date) -> list[tuple]:
             "full" if night == NIGHT_1 else None,
             night == NIGHT_1,
             "no champion yet: the challenger is promoted" if night == NIGHT_1 else "no challenger tonight",
+            "1",
+            "champion",
         )
     ]
 

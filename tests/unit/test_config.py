@@ -145,3 +145,52 @@ def test_the_driver_gets_the_class_archive_only_when_it_exists(tmp_path):
     assert flags[flags.index("--driver-java-options") + 1] == use
     off = load_config(profile="local", env={}, overrides=("spark.class_archive=null",))
     assert DRIVER_JAVA_OPTIONS not in driver_conf(off)
+
+
+def test_mlflow_is_embedded_under_a_local_lake_and_a_server_in_the_cluster_profile(tmp_path: Path):
+    local = load_config(env={}, overrides=[f"lake.root={tmp_path / 'lake'}"])
+    assert local.mlflow_tracking_uri() == f"sqlite:///{tmp_path / 'lake' / 'mlflow' / 'mlflow.db'}"
+    assert local.mlflow_artifact_location() == f"file://{tmp_path / 'lake' / 'mlflow' / 'artifacts'}"
+    cluster = load_config(profile="cluster", env={})
+    assert cluster.mlflow_tracking_uri() == "http://mlflow:5000"
+    assert cluster.mlflow_artifact_location() is None  # the server keeps its artifacts
+    # An object-store lake cannot hold SQLite: the error says to name a tracking server.
+    stray = load_config(profile="cluster", env={}, overrides=["mlflow.tracking_uri=null"])
+    with pytest.raises(ConfigError, match="give a tracking server"):
+        stray.mlflow_tracking_uri()
+
+
+def test_an_installed_package_finds_configs_under_recsys_home(tmp_path: Path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    shutil.copytree(CONFIG_DIR, home / "configs")
+    (home / "configs" / "local.yaml").write_text("lake:\n  root: elsewhere\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from recsys.config import load_config; print(load_config().table_path('items'))",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECSYS_HOME": str(home)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(home / "elsewhere" / "items")
+
+
+def test_an_object_store_raw_dir_is_refused_with_what_to_do_not_made_a_local_folder(tmp_path: Path):
+    from recsys.datasets import raw_dir, synthetic_path
+
+    cluster = load_config(profile="cluster", env={})
+    with pytest.raises(
+        ConfigError, match=r"data.raw_dir=s3a://movielens-recsys/raw is not local.*RECSYS__DATA__RAW_DIR"
+    ):
+        synthetic_path(cluster)
+    local = load_config(profile="cluster", env={}, overrides=[f"data.raw_dir=file://{tmp_path}"])
+    assert raw_dir(local) == tmp_path

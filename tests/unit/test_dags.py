@@ -68,11 +68,18 @@ POD = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 dag = DagBag(dag_folder=sys.argv[1]).dags["recsys_nightly"]
-out = {}
-for task_id in ("train", "score", "champion_challenger"):
+out = {"spark": {}, "python": []}
+params = {"model": "ss4rec", "full_retrain": True, "drift_breach": False, "rollback": True}
+for task in dag.tasks:
+    if type(task).__name__ == "SparkSubmitOperator":
+        task.render_template_fields({"ds": "1998-04-22", "params": params})
+        out["spark"][task.task_id] = {"application": task.application, "args": task.application_args,
+                                      "conn_id": task._conn_id}
+    elif type(task).__name__ != "KubernetesPodOperator":
+        out["python"].append(task.task_id)
+for task_id in [t.task_id for t in dag.tasks if type(t).__name__ == "KubernetesPodOperator"]:
     task = dag.get_task(task_id)
-    task.render_template_fields({"ds": "1998-04-22", "params": {"model": "ss4rec", "full_retrain": True,
-                                                                 "drift_breach": False}})
+    task.render_template_fields({"ds": "1998-04-22", "params": params})
     pod = task.build_pod_request_obj()
     container = pod.spec.containers[0]
     out[task_id] = {
@@ -85,8 +92,6 @@ for task_id in ("train", "score", "champion_challenger"):
         "limits": container.resources.limits,
         "env": {e.name: e.value for e in container.env},
     }
-spark = dag.get_task("ingest")
-out["ingest"] = {"conn_id": spark._conn_id, "application": spark.application}
 print("RESULT" + json.dumps(out))
 """
 
@@ -131,7 +136,8 @@ NIGHTLY_EDGES = {
     "champion_challenger": ["score"],
     "score": ["publish"],
     "publish": ["drift_output"],
-    "drift_output": ["notify"],
+    "drift_output": ["report"],
+    "report": ["notify"],
     "notify": [],
 }
 
@@ -149,7 +155,7 @@ def test_nightly_structure_tags_params_retries_and_docs(parsed):
     dag = parsed["dags"]["recsys_nightly"]
     assert {task: info["downstream"] for task, info in dag["tasks"].items()} == NIGHTLY_EDGES
     assert {"recsys", "nightly"} <= set(dag["tags"]) and dag["doc_md"]
-    assert dag["params"] == ["drift_breach", "full_retrain", "model"]
+    assert dag["params"] == ["drift_breach", "full_retrain", "model", "rollback"]
     for task_id, info in dag["tasks"].items():
         assert info["retries"] >= 1 and info["backoff"], task_id
         assert info["doc"], task_id
@@ -206,10 +212,26 @@ def test_cluster_profile_renders_gpu_pods_of_the_trainer_image(tmp_path):
     # The decision needs no GPU: its pod asks for none and it stays out of the gpu pool.
     assert "nvidia.com/gpu" not in pods["champion_challenger"]["limits"]
     assert pods["champion_challenger"]["pool"] != "gpu"
-    assert pods["ingest"] == {
-        "conn_id": "spark_recsys",
-        "application": "local:///opt/recsys/spark_jobs/ingest.py",
-    }
+    assert pods["champion_challenger"]["args"][:2] == ["orchestration.model_tasks", "decide"]
+    assert "--rollback" in pods["champion_challenger"]["args"] and "--rollback" not in train["args"]
+    # Every task renders: the model steps as pods of the trainer image, the Spark stages as
+    # spark-submit of the image's job files for the run date, the rest in the Airflow worker.
+    assert set(pods) - {"spark", "python"} == {"train", "evaluate", "champion_challenger", "score"}
+    for task_id in ("train", "evaluate", "champion_challenger", "score"):
+        assert (
+            pods[task_id]["image"] == train["image"] and pods[task_id]["env"]["RECSYS_PROFILE"] == "cluster"
+        )
+        assert pods[task_id]["args"][1:4] == [
+            task_id.replace("champion_challenger", "decide"),
+            "--run-date",
+            "1998-04-22",
+        ]
+    assert len(pods["spark"]) == 10 and sorted(pods["python"]) == ["notify", "report"]
+    for task_id, stage in pods["spark"].items():
+        assert stage["conn_id"] == "spark_recsys", task_id
+        assert stage["application"].startswith("local:///opt/recsys/spark_jobs/"), task_id
+        assert stage["args"][stage["args"].index("--run-date") + 1] == "1998-04-22", task_id
+    assert pods["spark"]["ingest"]["application"] == "local:///opt/recsys/spark_jobs/ingest.py"
 
 
 class _Webhook(http.server.BaseHTTPRequestHandler):
