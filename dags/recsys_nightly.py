@@ -189,7 +189,7 @@ with DAG(
             "drift": drift,
             "report": report_path,
         }
-        logging.getLogger(__name__).info("the night's report: %s", report_path)
+        logging.getLogger(__name__).info("the night's summary: %s", summary)
         messages = []
         if decided["promoted"]:
             messages.append(

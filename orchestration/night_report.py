@@ -19,9 +19,9 @@ left in the lake and the model registry, nothing recomputed:
    validation NDCG@10 (``model_runs``), coverage and overlap@10 with the previous run
    (``drift_reports``), rows per night.
 
-Plots are matplotlib PNGs inlined as data URIs. Each figure marks itself ``drawn`` once its
-image has decoded (a broken one says so in place), which is what the headless-browser test reads.
-The DAG's ``report`` task writes it after ``drift_output``; the notification links it.
+Plots are matplotlib PNGs inlined as data URIs. Once the page has loaded, each figure marks
+itself ``drawn`` (or ``broken``, which it then says in place): what the headless-browser test
+reads. The DAG's ``report`` task writes it after ``drift_output``; the notification names it.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ def plot_accounting(stats: dict[str, Any], trend: list[dict[str, Any]]) -> str:
     left.barh(names, [reasons[name] for name in names], color="#c0504d")
     if not names:
         left.text(0.5, 0.5, "nothing quarantined", ha="center", va="center", transform=left.transAxes)
+        left.set_xticks([])
+        left.set_yticks([])
     left.set_title(f"quarantined tonight by reason ({stats['rows_quarantined']:,} rows)")
     left.set_xlabel("rows")
     dates = [row["run_date"].isoformat() for row in trend]
@@ -294,13 +296,15 @@ td, th { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }
 figure { margin: 0.8em 0; } figure img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
 figure.broken figcaption::after { content: " (this plot failed to load)"; color: #c62828; }
 """
-# Marks each figure "drawn" once its image decoded (what a browser, and the test, can check).
+# Once the page has loaded (every inlined image decoded), marks each figure "drawn" or "broken":
+# what a reader sees in place, and what a browser (the test) can check.
 SCRIPT = """
-for (const figure of document.querySelectorAll("figure.plot")) {
-  const img = figure.querySelector("img");
-  img.decode().then(() => { if (img.naturalWidth > 0) figure.classList.add("drawn"); })
-             .catch(() => figure.classList.add("broken"));
-}
+window.addEventListener("load", () => {
+  for (const figure of document.querySelectorAll("figure.plot")) {
+    const img = figure.querySelector("img");
+    figure.classList.add(img.complete && img.naturalWidth > 0 ? "drawn" : "broken");
+  }
+});
 """
 
 

@@ -43,11 +43,7 @@ def raw_dir(config: Config) -> Path:
 
 def synthetic_path(config: Config) -> Path:
     scale = f"{config.data.synthetic_scale:g}"
-    return (
-        raw_dir(config)
-        / f"synthetic-{scale}-{config.data.synthetic_seed}"
-        / "ratings.csv"
-    )
+    return raw_dir(config) / f"synthetic-{scale}-{config.data.synthetic_seed}" / "ratings.csv"
 
 
 def raw_source(config: Config) -> RawSource:
