@@ -259,7 +259,7 @@ def plot_concentration(counts: list[int], catalogue_items: int, gini: float | No
 
 
 def plot_trend(runs: list[dict[str, Any]], drift: list[dict[str, Any]], stats: list[dict[str, Any]]) -> str:
-    fig, axes = _figure(10, 3.2, ncols=3)
+    fig, axes = _figure(11, 3.4, ncols=3)
     first, second, third = axes[0]
     champions = sorted((r["run_date"], r["metrics"]) for r in runs if r["scored"])
     first.plot(
@@ -267,7 +267,7 @@ def plot_trend(runs: list[dict[str, Any]], drift: list[dict[str, Any]], stats: l
         [dict(metrics).get("valid.production.ndcg@10") for _, metrics in champions],
         marker="o",
     )
-    first.set_title("champion: valid production NDCG@10")
+    first.set_title("champion: valid NDCG@10 (production)", fontsize=10)
     for measure, statistic in (("catalogue_coverage", "share_top10"), ("overlap", "mean_at_10")):
         points = sorted(
             (r["run_date"], r["value"])
@@ -275,11 +275,12 @@ def plot_trend(runs: list[dict[str, Any]], drift: list[dict[str, Any]], stats: l
             if r["measure"] == measure and r["statistic"] == statistic and r["value"] is not None
         )
         second.plot([d.isoformat() for d, _ in points], [v for _, v in points], marker="o", label=measure)
-    second.set_title("coverage@10 and overlap@10 (drift_output)")
+    second.set_title("coverage@10, overlap@10", fontsize=10)
     second.legend(fontsize=8)
     ordered = sorted(stats, key=lambda r: r["run_date"])
     third.bar([r["run_date"].isoformat() for r in ordered], [r["rows_read"] for r in ordered])
-    third.set_title("rows read per night")
+    third.set_yscale("log")  # a history drop beside daily drops
+    third.set_title("rows read per night (log)", fontsize=10)
     for ax in axes[0]:
         ax.tick_params(axis="x", rotation=45, labelsize=7)
     return _png(fig)
