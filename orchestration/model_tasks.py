@@ -271,6 +271,13 @@ def decide(config: Config, run_date: dt.date, rollback: bool = False) -> dict[st
         record = before
     registry.record_champion(run_date, record)
     mlflow_client = tracking.client(config)
+    for version in {decision.champion, challenger} - {None}:
+        if tracking.registered_version(mlflow_client, config, version) is None:
+            # A model trained before the lake had a registry (an older release): registered now.
+            log.warning(
+                "%s is not in the MLflow registry: registering it from %s", version, registry.path(version)
+            )
+            tracking.log_model_version(config, version, registry.path(version), run_date, {}, "imported")
     registered = {
         version: str(entry.version)
         for version in {decision.champion, *(e["version"] for e in models.values()), challenger} - {None}

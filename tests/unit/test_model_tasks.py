@@ -161,3 +161,28 @@ def test_a_backfill_records_its_champion_but_leaves_the_aliases_to_the_newest_ni
     # What the night gave each alias is recorded (a backfill reproduces it); the registry is untouched.
     assert (decided["aliases_moved"], decided["aliases"]) == (False, {CHAMPION: "2", CHALLENGER: None})
     assert aliases(config) == {CHAMPION: None, CHALLENGER: None}
+
+
+def test_a_champion_trained_before_the_registry_existed_is_registered_when_the_aliases_move(tmp_path):
+    config = scoring_config(tmp_path)
+    save_model(config, ITEMS, "ss4rec-legacy")  # on disk only, as an older release left it
+    ModelRegistry.from_config(config).record_champion(
+        NIGHT_1,
+        {
+            "version": "ss4rec-legacy",
+            "config_hash": "cfg",
+            "sequences_fingerprint": "seq-1",
+            "full_retrain_on": "1998-04-15",
+            "promoted_on": "1998-04-21",
+            "metric": 0.1,
+        },
+    )
+    write_step(
+        config, NIGHT_2, "train", {"plan": {"mode": "skip"}, "champion": "ss4rec-legacy", "challenger": None}
+    )
+    write_step(config, NIGHT_2, "evaluate", {"models": {}})
+    decided = decide(config, NIGHT_2)
+    assert decided["registered"] == {"ss4rec-legacy": "1"} and decided["aliases"][CHAMPION] == "1"
+    assert aliases(config) == {CHAMPION: "ss4rec-legacy", CHALLENGER: None}
+    found = alias_version(client(config), config, CHAMPION)
+    assert client(config).get_run(found.run_id).data.tags["recsys.training_mode"] == "imported"
