@@ -11,12 +11,21 @@ the model scores all items (``full_sort_predict``). Two variants, both reported:
   A target the user had already seen is masked too and counts as a miss: production never
   recommends a seen item.
 
-Ranks: ``rank = 1 + number of items scored strictly higher than the target``, over items
-1..N (column 0, padding, never counts). RecBole's collector takes ``torch.topk`` of the
-score matrix and reads where the target lands, so the two agree whenever the target's score
-is not tied with another item's; on ties RecBole's position depends on topk's internal
-order while this rule is the optimistic end (the target first among equals). A target
-scored -inf (masked) or NaN never hits. Per user, with ``r`` the rank and ``k`` a cut-off:
+Ranks are conservative: every other item (1..N; column 0, padding, never counts) scored
+at least as high as the target is ranked ahead of it,
+``rank = 1 + #(other items scored > t) + #(other items scored == t)`` with ``t`` the target's
+score, so the target comes last among the items tied with it. Counting only strictly higher
+items (the target first among equals) rewards ties: a model that scores every item the same
+would put every target first and get HR@k = 1.0, and Pop's integer counts, tied in large
+blocks, would be flattered. Under this rule a constant model ranks every target N-th
+(HR@k = 0 for k < N; breaking ties at random would give about k/N). RecBole's collector
+takes ``torch.topk`` of the score matrix and reads where the target lands, which among
+equals depends on topk's internal order; this rule never ranks a target better than that
+position (a lower bound on RecBole's metrics) and equals it whenever the target's score is
+not tied with another item's. Items scored -inf (masked) or NaN never count ahead of a
+finite target; a target scored -inf (masked) or NaN never hits (rank N + 1).
+
+Per user, with ``r`` the rank and ``k`` a cut-off:
 HR@k = [r <= k], NDCG@k = [r <= k] / log2(r + 1) (one relevant item, so IDCG = 1),
 MRR@k = [r <= k] / r; each is averaged over users, as RecBole's Hit, NDCG and MRR do.
 
@@ -55,12 +64,17 @@ def run_timestamp(run_date: dt.date) -> int:
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """[B] 1-based rank of each target among items 1..N of ``scores`` [B, N + 1].
+    """[B] 1-based conservative rank of each target among items 1..N of ``scores`` [B, N + 1].
 
-    A target scored -inf or NaN gets rank N + 1, beyond every cut-off.
+    ``rank = 1 + number of other items scored >= the target``: ties are ranked ahead of the
+    target. Items scored -inf or NaN never count ahead of a finite target; a target scored
+    -inf or NaN (or the padding column 0) gets rank N + 1, beyond every cut-off.
     """
     target_score = scores.gather(1, targets[:, None])
-    ranks = 1 + (scores[:, 1:] > target_score).sum(dim=1)
+    # One comparison over items 1..N. A finite (or +inf) target is >= itself, so the count is
+    # 1 + the other items scored >= it: the rank. NaN compares False on either side, so a NaN
+    # item never counts; a -inf item counts only for a -inf target, which never hits anyway.
+    ranks = (scores[:, 1:] >= target_score).sum(dim=1)
     never = torch.isneginf(target_score[:, 0]) | torch.isnan(target_score[:, 0]) | (targets == 0)
     return torch.where(never, torch.full_like(ranks, scores.shape[1]), ranks)
 

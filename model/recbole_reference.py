@@ -259,27 +259,20 @@ def ranking_metrics(
 ) -> dict[str, float]:
     """HR/NDCG/MRR@k (keys ``hr@10`` ...) of one target per row, ranking against columns 1..N.
 
-    Same rules as ``model.evaluate`` (the project's evaluator), restated here so the export
-    can be checked against RecBole's own numbers without it: rank = 1 + number of items
-    scored strictly higher than the target (the optimistic end of a tie; RecBole's ``topk``
-    breaks exact ties arbitrarily); with ``seen_mask`` every seen item is set to -inf, the
-    target included (a seen target is a miss: production never recommends it).
+    The project's evaluator's rules (:func:`model.evaluate.target_ranks`: ties are ranked ahead
+    of the target, so a tie never flatters a model; RecBole's ``topk`` breaks exact ties
+    arbitrarily); with ``seen_mask`` every seen item is set to -inf, the target included (a
+    seen target is a miss: production never recommends it).
     """
+    import torch
+
+    from model.evaluate import metrics_from_ranks, target_ranks
+
     scores = np.asarray(scores, dtype=np.float64)
-    rows = np.arange(len(scores))
     if seen_mask is not None:
         scores = np.where(np.asarray(seen_mask, dtype=bool), -np.inf, scores)
-    target_scores = scores[rows, target_index]
-    rank = 1 + (scores[:, 1:] > target_scores[:, None]).sum(axis=1)
-    never = np.isneginf(target_scores) | np.isnan(target_scores) | (np.asarray(target_index) == 0)
-    rank = np.where(never, scores.shape[1], rank).astype(np.float64)
-    out: dict[str, float] = {}
-    for k in ks:
-        hit = rank <= k
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(rank + 1.0), 0.0).mean())
-        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / rank, 0.0).mean())
-    return out
+    ranks = target_ranks(torch.from_numpy(scores), torch.from_numpy(np.asarray(target_index, dtype=np.int64)))
+    return metrics_from_ranks(ranks, ks)
 
 
 def _timed_trainer_class() -> type:

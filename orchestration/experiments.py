@@ -90,11 +90,15 @@ class Settings:
 # their checkpoints, so a change of protocol never resumes or reuses a run of the old one.
 # 2: histories longer than max_len train as overlapping windows (model.data.training_windows).
 TRAINING_PROTOCOL = 2
+# How every run is evaluated: part of every run's cache key (RecBole's too).
+# 2: ties are ranked ahead of the target (model.evaluate.target_ranks).
+EVALUATION_PROTOCOL = 2
 
 
 def run_key(name: str, seed: int, settings: Settings) -> str:
-    """The cache key of one (model, seed) run: its settings, and for TRAINED models the protocol."""
-    key = f"{name}-{seed}-{settings.key()}"
+    """The cache key of one (model, seed) run: its settings and the evaluation protocol, and for
+    TRAINED models the training protocol."""
+    key = f"{name}-{seed}-{settings.key()}-e{EVALUATION_PROTOCOL}"
     return f"{key}-p{TRAINING_PROTOCOL}" if name in TRAINED else key
 
 

@@ -77,6 +77,62 @@ def test_metrics_equal_recbole_on_a_random_score_matrix() -> None:
     assert 0.1 < ours["hr@10"] < 0.9
 
 
+def recbole_positions(scores: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """[B] 1-based position of each target in ``torch.topk(scores, k)`` (RecBole's collector).
+
+    k + 1 where the target is not in the top k.
+    """
+    _, topk_index = torch.topk(scores, k, dim=-1)
+    found = topk_index == targets[:, None]
+    return torch.where(found.any(dim=1), found.int().argmax(dim=1) + 1, torch.full_like(targets, k + 1))
+
+
+def tied_problem(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``random_problem`` rounded to integers (scaled first): most targets tie with other items."""
+    scores, targets = random_problem(n_users=400, n_items=60, seed=seed)
+    return torch.round(scores * 2.0), targets
+
+
+def test_ranks_are_a_lower_bound_on_recbole_with_ties_and_equal_it_without() -> None:
+    k = max(KS)
+    scores, targets = tied_problem()
+    ours = target_ranks(scores, targets)
+    theirs = recbole_positions(scores, targets, k)
+    tied = ((scores[:, 1:] == scores.gather(1, targets[:, None])).sum(dim=1) > 1) & (ours <= k)
+    assert tied.sum() > 50  # the problem does exercise ties inside the cut-off
+    # conservative: never better than where topk puts the target, whatever its order among equals
+    assert bool((ours >= theirs).all())
+    assert bool((ours[theirs > k] > k).all())  # a RecBole miss is a miss here too
+    assert bool((ours > theirs).any())  # and ties do cost something
+    ours_metrics = metrics_from_ranks(ours, KS)
+    reference = recbole_metrics(scores, targets, KS)
+    for name, value in reference.items():
+        assert ours_metrics[name] <= value + 1e-12, name
+    assert ours_metrics["hr@10"] < reference["hr@10"]
+
+    # tie-free (the same problem, unrounded): rank by rank, and metric by metric, equal
+    scores, targets = random_problem(n_users=400, n_items=60, seed=1)
+    ours = target_ranks(scores, targets)
+    theirs = recbole_positions(scores, targets, k)
+    assert torch.equal(torch.where(ours <= k, ours, k + 1), theirs)
+    reference = recbole_metrics(scores, targets, KS)
+    for name, value in metrics_from_ranks(ours, KS).items():
+        assert value == pytest.approx(reference[name], abs=1e-10), name
+
+
+def test_constant_scores_against_recbole() -> None:
+    # every item tied: topk's order decides RecBole's hits; the conservative rank is N for all
+    scores = torch.zeros(50, 41)
+    scores[:, 0] = float("-inf")
+    targets = torch.arange(50) % 40 + 1
+    ours = metrics_from_ranks(target_ranks(scores, targets), KS)
+    reference = recbole_metrics(scores, targets, KS)
+    assert all(value == 0.0 for value in ours.values())
+    # wherever topk puts equals, 20 of the 40 items are in each row's top 20: some targets hit
+    assert reference["hr@20"] > 0.0
+    assert all(ours[name] <= value for name, value in reference.items())
+
+
 def one_event_per_user(n_users: int, n_items: int) -> SequenceData:
     """Users 0..n-1 with history [item a, item b] (train, valid) then test item c."""
     events = {
@@ -97,21 +153,87 @@ def test_evaluate_view_equals_recbole_through_the_whole_path() -> None:
         assert ours[name] == pytest.approx(value, abs=1e-10), name
 
 
-def test_ranks_count_strictly_higher_scores_and_skip_padding() -> None:
+def test_ranks_count_ties_ahead_of_the_target_and_skip_padding() -> None:
     scores = torch.tensor(
         [
-            [float("-inf"), 1.0, 1.0, 1.0, 1.0],  # all tied: the target is first among equals
+            [float("-inf"), 1.0, 1.0, 1.0, 1.0],  # all tied: the target is last among equals
             [float("-inf"), 3.0, 2.0, 2.0, 2.0],  # one strictly higher, two tied with it
             [99.0, 0.0, 5.0, 1.0, 2.0],  # column 0 (padding) never counts, even when scored
             [float("-inf"), 1.0, float("-inf"), 0.0, 0.0],  # a masked target never hits
         ]
     )
     targets = torch.tensor([3, 2, 2, 2])
-    assert target_ranks(scores, targets).tolist() == [1, 2, 1, 5]
+    assert target_ranks(scores, targets).tolist() == [4, 4, 1, 5]
     metrics = metrics_from_ranks(torch.tensor([1, 2, 11]), [10])
     assert metrics["hr@10"] == pytest.approx(2 / 3)
     assert metrics["ndcg@10"] == pytest.approx((1 + 1 / torch.log2(torch.tensor(3.0)).item()) / 3)
     assert metrics["mrr@10"] == pytest.approx((1 + 1 / 2) / 3)
+
+
+def test_constant_scores_rank_every_target_last_and_never_hit() -> None:
+    # The old rule (1 + strictly higher) put every target first: HR@10 = 1.0.
+    n_items = 30
+    scores = torch.full((4, n_items + 1), 0.5)
+    targets = torch.tensor([1, 7, 15, 30])
+    assert target_ranks(scores, targets).tolist() == [n_items] * 4
+    metrics = metrics_from_ranks(target_ranks(scores, targets), KS)
+    assert all(value == 0.0 for value in metrics.values())
+
+
+def test_constant_model_gets_zero_through_the_whole_path() -> None:
+    data = one_event_per_user(n_users=60, n_items=40)
+    assert data.n_items == 40
+    model = FixedScores(torch.zeros(data.n_users, data.n_items + 1))
+    results = evaluate(model, data, "test", KS, run_time=10**6)
+    for variant in ("paper", "production"):  # production masks 2 seen items: rank 38 > 20
+        assert all(value == 0.0 for value in results[variant].values()), variant
+
+
+def test_partial_ties_hand_computed_ranks() -> None:
+    scores = torch.tensor(
+        [
+            # items:      1    2    3    4    5    6
+            [float("-inf"), 4.0, 3.0, 3.0, 2.0, 3.0, 1.0],  # target 3: 1 higher + 2 tied -> 4
+            [float("-inf"), 4.0, 3.0, 3.0, 2.0, 3.0, 1.0],  # target 5: same block -> 4
+            [float("-inf"), 4.0, 3.0, 3.0, 2.0, 3.0, 1.0],  # target 4: 4 higher, no tie -> 5
+            [float("-inf"), 4.0, 3.0, 3.0, 2.0, 3.0, 1.0],  # target 1: unique best -> 1
+            [float("-inf"), 2.0, 2.0, 5.0, 5.0, 5.0, 2.0],  # target 6: 3 higher + 2 tied -> 6
+        ]
+    )
+    targets = torch.tensor([3, 5, 4, 1, 6])
+    # old rule (strictly higher only): [2, 2, 5, 1, 4]
+    assert target_ranks(scores, targets).tolist() == [4, 4, 5, 1, 6]
+
+
+def test_the_target_is_not_tied_with_itself() -> None:
+    scores = torch.tensor(
+        [
+            [float("-inf"), 7.0, 1.0, 2.0],  # target 1 alone on top: rank 1, not 2
+            [float("-inf"), 2.0, 5.0, 2.0],  # target 3 tied with item 1 only: 1 + 1 + 1 = 3
+            [float("-inf"), 0.0, 9.0, 1.0],  # target 1 below two items, no tie: 3 by any rule
+        ]
+    )
+    targets = torch.tensor([1, 3, 1])
+    # old rule: [1, 2, 3]; counting the target's own column as a tie would give [2, 4, 4]
+    assert target_ranks(scores, targets).tolist() == [1, 3, 3]
+
+
+def test_masked_and_nan_items_never_count_ahead() -> None:
+    inf, nan = float("inf"), float("nan")
+    scores = torch.tensor(
+        [
+            [-inf, -inf, 1.0, 1.0, -inf],  # masked items behind a target tied with item 2 -> 2
+            [-inf, nan, 1.0, nan, 0.5],  # NaN items never count ahead: rank 1
+            [-inf, nan, 1.0, 1.0, 2.0],  # NaN ignored, 1 higher + 1 tied -> 3
+            [-inf, -inf, -inf, -inf, 0.0],  # a masked target among masked items never hits
+            [-inf, 1.0, nan, 1.0, 1.0],  # a NaN target never hits
+            [-inf, 1.0, 1.0, 1.0, 1.0],  # column 0 as target (padding) never hits
+            [-inf, inf, 1.0, inf, 0.0],  # +inf target tied with another +inf -> 2
+        ]
+    )
+    targets = torch.tensor([3, 2, 2, 2, 2, 0, 1])
+    # old rule: [1, 1, 2, 5, 5, 5, 1]
+    assert target_ranks(scores, targets).tolist() == [2, 1, 3, 5, 5, 5, 2]
 
 
 def test_production_masks_seen_items_and_paper_does_not() -> None:

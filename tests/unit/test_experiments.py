@@ -61,7 +61,7 @@ def test_run_one_reuses_a_finished_run_only_for_the_same_settings(tmp_path, monk
         run_one("nope", 7, None, Settings(), tmp_path)
 
 
-def test_a_new_training_protocol_reruns_our_models_but_not_recbole(tmp_path, monkeypatch):
+def test_new_training_protocol_reruns_ours_not_recbole_new_evaluation_reruns_all(tmp_path, monkeypatch):
     calls = []
 
     def fake(name, *args):
@@ -76,6 +76,10 @@ def test_a_new_training_protocol_reruns_our_models_but_not_recbole(tmp_path, mon
     for name in ("pop", "recbole_sasrec"):
         run_one(name, 7, None, Settings(), tmp_path)
     assert calls == ["pop", "recbole_sasrec", "pop"]
+    monkeypatch.setattr(experiments, "EVALUATION_PROTOCOL", experiments.EVALUATION_PROTOCOL + 1)
+    for name in ("pop", "recbole_sasrec"):
+        run_one(name, 7, None, Settings(), tmp_path)
+    assert calls == ["pop", "recbole_sasrec", "pop", "pop", "recbole_sasrec"]
 
 
 def test_run_trained_trains_and_tests_a_model_on_the_configured_sequences(tmp_path):

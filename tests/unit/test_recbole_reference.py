@@ -86,7 +86,7 @@ def test_ranking_metrics_rules():
         [
             [-np.inf, 0.9, 0.5, 0.1, 0.7],  # target 2: rank 3 -> 2 once item 1 (seen) is masked
             [-np.inf, 0.1, 0.2, 0.3, 0.4],  # target 4: rank 1
-            [-np.inf, 0.4, 0.4, 0.4, 0.0],  # target 1: tied, optimistic rank 1; seen -> miss
+            [-np.inf, 0.4, 0.4, 0.4, 0.0],  # target 1: tied with items 2 and 3, rank 3; seen -> miss
         ]
     )
     target = np.array([2, 4, 1])
@@ -95,8 +95,9 @@ def test_ranking_metrics_rules():
     seen[2, 1] = True
     paper = ranking_metrics(scores, target, ks=(1, 2))
     production = ranking_metrics(scores, target, seen, ks=(1, 2))
-    assert paper["hr@1"] == pytest.approx(2 / 3)
-    assert paper["mrr@2"] == pytest.approx(2 / 3)
+    assert paper["hr@1"] == pytest.approx(1 / 3)  # the tie ranks ahead of the target
+    assert paper["hr@2"] == pytest.approx(1 / 3)
+    assert paper["mrr@2"] == pytest.approx(1 / 3)
     assert production["hr@2"] == pytest.approx(2 / 3)
     assert production["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1) / 3)
 
