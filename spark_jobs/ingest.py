@@ -42,7 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -123,13 +123,20 @@ _FIRST_ROW_ID = "_first_row_id"
 _MAX_ABS_SECONDS = float(2**53)
 
 
-def read_lines(spark: SparkSession, paths: Sequence[str], counts: dict[str, int] | None = None) -> DataFrame:
+def read_lines(
+    spark: SparkSession,
+    paths: Sequence[str],
+    counts: dict[str, int] | None = None,
+    first_lines: dict[str, str] | None = None,
+) -> DataFrame:
     """Every line of ``paths``: ``source_file``, exact 1-based ``line_number``, ``value`` (the text).
 
     Two scans of the files, both in the JVM. The first counts the rows of each file split
     (a few rows reach the driver); the second numbers every row with an offset looked up by
     its row id in a balanced tree of comparisons over the splits' first row ids. ``counts``, if
-    given, is filled with each file's number of lines (by ``source_file``) from the first scan.
+    given, is filled with each file's number of lines (by ``source_file``) from the first scan,
+    and ``first_lines`` with each non-empty file's first line (its header, for a format with
+    one): the first row of the file's first split, so no file is opened one by one.
     """
     from pyspark.sql import functions as F
 
@@ -139,11 +146,10 @@ def read_lines(spark: SparkSession, paths: Sequence[str], counts: dict[str, int]
         F.col("_metadata.file_block_start").alias(_BLOCK),
         F.monotonically_increasing_id().alias(_ROW_ID),
     )
-    splits = (
-        scan.groupBy(SOURCE_FILE_COL, _BLOCK)
-        .agg(F.count(F.lit(1)).alias(_SPLIT_ROWS), F.min(_ROW_ID).alias(_FIRST_ROW_ID))
-        .collect()
-    )
+    aggregates = [F.count(F.lit(1)).alias(_SPLIT_ROWS), F.min(_ROW_ID).alias(_FIRST_ROW_ID)]
+    if first_lines is not None:
+        aggregates.append(F.min_by(_TEXT, _ROW_ID).alias(_TEXT))
+    splits = scan.groupBy(SOURCE_FILE_COL, _BLOCK).agg(*aggregates).collect()
     # line = lines in the file's earlier splits + (row id - the split's first row id) + 1
     offsets: list[tuple[int, int]] = []
     lines_before: dict[str, int] = {}
@@ -151,53 +157,33 @@ def read_lines(spark: SparkSession, paths: Sequence[str], counts: dict[str, int]
         before = lines_before.get(split[SOURCE_FILE_COL], 0)
         offsets.append((split[_FIRST_ROW_ID], before - split[_FIRST_ROW_ID] + 1))
         lines_before[split[SOURCE_FILE_COL]] = before + split[_SPLIT_ROWS]
+        if first_lines is not None and before == 0:
+            first_lines[split[SOURCE_FILE_COL]] = split[_TEXT]
     offsets.sort()
     if counts is not None:
         counts.update(lines_before)
     return scan.select(
         SOURCE_FILE_COL,
-        (F.col(_ROW_ID) + _offset_lookup(F.col(_ROW_ID), offsets)).alias(LINE_NUMBER_COL),
+        (F.col(_ROW_ID) + F.expr(_offset_lookup(_ROW_ID, offsets))).alias(LINE_NUMBER_COL),
         F.col(_TEXT),
     )
 
 
-def _offset_lookup(row_id: Column, offsets: Sequence[tuple[int, int]]) -> Column:
-    """The offset of the split whose first row id is the greatest <= ``row_id`` (splits sorted)."""
-    from pyspark.sql import functions as F
+def _offset_lookup(row_id: str, offsets: Sequence[tuple[int, int]]) -> str:
+    """SQL: the offset of the split whose first row id is the greatest <= ``row_id`` (splits sorted).
 
-    if not offsets:
-        return F.lit(0).cast("long")
-    if len(offsets) == 1:
-        return F.lit(offsets[0][1]).cast("long")
-    middle = len(offsets) // 2
-    return F.when(row_id < offsets[middle][0], _offset_lookup(row_id, offsets[:middle])).otherwise(
-        _offset_lookup(row_id, offsets[middle:])
-    )
-
-
-def first_line(spark: SparkSession, uri: str) -> str | None:
-    """The first line of the file at ``uri`` (None for an empty file), read through Hadoop's FileSystem."""
-    from spark_jobs.common import hadoop_path
-
-    fs, path = hadoop_path(spark, uri)
-    jvm = spark.sparkContext._jvm
-    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(fs.open(path), "UTF-8"))
-    try:
-        return reader.readLine()
-    finally:
-        reader.close()
-
-
-def file_headers(
-    spark: SparkSession, uris: Sequence[str], scanned: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The first line of each file, by the URI Spark's scan gives it (what :func:`parse_lines` takes).
-
-    ``scanned``: those URIs by file, when the caller has them (each lookup is a JVM call).
+    One nested CASE built as text and parsed once (a Column per node would cost a JVM call
+    each: seconds for a night of a hundred small drops).
     """
-    scanned = scanned or {uri: _scanned_uri(spark, uri) for uri in uris}
-    headers = {scanned[uri]: first_line(spark, uri) for uri in uris}
-    return {uri: text for uri, text in headers.items() if text is not None}
+    if not offsets:
+        return "CAST(0 AS BIGINT)"
+    if len(offsets) == 1:
+        return f"CAST({offsets[0][1]} AS BIGINT)"
+    middle = len(offsets) // 2
+    return (
+        f"CASE WHEN {row_id} < {offsets[middle][0]} THEN {_offset_lookup(row_id, offsets[:middle])} "
+        f"ELSE {_offset_lookup(row_id, offsets[middle:])} END"
+    )
 
 
 def normalise_header(text: str) -> str:
@@ -229,7 +215,7 @@ def parse_lines(lines: DataFrame, fmt: RatingsFormat, headers: dict[str, str] | 
 
     For a format with a header, line 1 of each file is dropped from the data and its text
     (normalised) becomes ``source_header`` on that file's rows; ``headers`` maps file -> first
-    line, as :func:`file_headers` returns it.
+    line, as :func:`read_lines` gives it (``first_lines``).
     """
     from pyspark.sql import functions as F
 
@@ -567,19 +553,21 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
                 formats[file.uri] = format_for(file.name).name
             except ValueError as exc:
                 raise ValueError(f"{file.uri}: {exc}; landed files are named like their format") from None
-    scanned = {uri: _scanned_uri(spark, uri) for uri in formats}
-    # First lines by scanned URI, the key of parse_lines and of the scan's source_file column.
-    with_header = [uri for uri, name in formats.items() if FORMATS[name].header is not None]
-    headers = file_headers(spark, with_header, scanned)
+    scanned = scanned_uris(spark, list(formats))
+    # First lines by scanned URI (the key of parse_lines and of the scan's source_file column),
+    # of the files whose format has a header.
+    headers: dict[str, str] = {}
     parts = []
     # Bronze rows per file: its lines less the header lines parse_lines drops (exact, from the
     # line-numbering scan, so no scan of the published rows is needed).
     rows: dict[str, int] = {}
     for name in sorted(set(formats.values())):
         uris = [uri for uri, fmt in formats.items() if fmt == name]
-        own = {scanned[uri]: headers[scanned[uri]] for uri in uris if scanned[uri] in headers}
         lines: dict[str, int] = {}
-        parts.append(parse_lines(read_lines(spark, uris, lines), FORMATS[name], own))
+        own: dict[str, str] = {}
+        read = read_lines(spark, uris, lines, own if FORMATS[name].header is not None else None)
+        headers.update(own)
+        parts.append(parse_lines(read, FORMATS[name], own))
         rows.update({file: max(n - FORMATS[name].n_header_lines, 0) for file, n in lines.items()})
     bronze = parts[0]
     for part in parts[1:]:
@@ -617,12 +605,18 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     write_ledger(ctx, ledger)
 
 
-def _scanned_uri(spark: SparkSession, uri: str) -> str:
-    """The file URI as Spark's scan names it (``_metadata.file_path``: qualified, e.g. ``file:/...``)."""
+def scanned_uris(spark: SparkSession, uris: Sequence[str]) -> dict[str, str]:
+    """Each file URI as Spark's scan names it (``_metadata.file_path``: qualified, e.g. ``file:/...``).
+
+    The files are on one file system (the landing zone's), looked up once.
+    """
     from spark_jobs.common import hadoop_path
 
-    fs, path = hadoop_path(spark, uri)
-    return fs.makeQualified(path).toUri().toString()
+    if not uris:
+        return {}
+    fs, _ = hadoop_path(spark, uris[0])
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
+    return {uri: fs.makeQualified(path(uri)).toUri().toString() for uri in uris}
 
 
 def run(

@@ -6,7 +6,8 @@ and sequence versions of the users they touched (see each job's docstring, and d
 
 Used by ``make run`` (:mod:`orchestration.nightly`), the benchmark, and later by Airflow tasks (which
 call the same job ``run`` functions one task each). A failing gate raises
-:class:`expectations.gate.GateError` and nothing after it runs.
+:class:`expectations.gate.GateError` and no ratings stage after it runs. Items (titles and
+genres, no Spark job) run beside the chain once ingest is done, as in the DAG (``ingest >> items``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,29 +76,37 @@ def run_pipeline(
         return value
 
     result.drops = stage("ingest", lambda: ingest.run(spark, ctx, paths, format_name)).drops
-    result.ratings_gate = stage("ratings_gate", lambda: validate.run_ratings_gate(spark, ctx))
-    silver_output = stage("silver", lambda: silver.run(spark, ctx, keep=True))
-    result.stats = silver_output.stats
-    # Silver hands sessions the state as of the date of the users tonight touched (the whole
-    # state on a first load), partitioned by user, and sessions hand theirs to sequences: no
-    # stage then re-reads what the one before it wrote, nor shuffles it. Run alone, each job
-    # reads its input table.
-    try:
-        sessions = stage(
-            "sessions",
-            lambda: sessionize.run(
-                spark, ctx, keep=True, silver=silver_output.state, silver_of=silver_output.state_of
-            ),
-        )
-    finally:
-        if silver_output.state is not None:
-            silver_output.state.unpersist()
-    try:
-        stage("sequences", lambda: sequences.run(spark, ctx, sessions))
-    finally:
-        sessions.unpersist()
-    result.sequences_gate = stage("sequences_gate", lambda: validate.run_sequences_gate(spark, ctx))
-    stage("items", lambda: items.run(ctx))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="items") as beside:
+        # The movie file -> items (delta-rs, in this process) while Spark runs the chain.
+        items_done = beside.submit(items.run, ctx)
+        result.ratings_gate = stage("ratings_gate", lambda: validate.run_ratings_gate(spark, ctx))
+        silver_output = stage("silver", lambda: silver.run(spark, ctx, keep=True))
+        result.stats = silver_output.stats
+        # Silver hands sessions the state as of the date of the users tonight touched (the whole
+        # state on a first load), partitioned by user, and sessions hand theirs to sequences: no
+        # stage then re-reads what the one before it wrote, nor shuffles it. Run alone, each job
+        # reads its input table. The sequences gate checks the frame sequences published.
+        try:
+            sessions = stage(
+                "sessions",
+                lambda: sessionize.run(
+                    spark, ctx, keep=True, silver=silver_output.state, silver_of=silver_output.state_of
+                ),
+            )
+        finally:
+            if silver_output.state is not None:
+                silver_output.state.unpersist()
+        try:
+            tonight = stage("sequences", lambda: sequences.run(spark, ctx, sessions, keep=True))
+        finally:
+            sessions.unpersist()
+        try:
+            result.sequences_gate = stage(
+                "sequences_gate", lambda: validate.run_sequences_gate(spark, ctx, tonight)
+            )
+        finally:
+            tonight.unpersist()
+        stage("items", items_done.result)  # its seconds: the wait once the chain is done
     return result
 
 

@@ -164,11 +164,15 @@ def build_sequences(
     )
 
 
-def run(spark: SparkSession, ctx: RunContext, sessions: DataFrame | None = None) -> str:
+def run(
+    spark: SparkSession, ctx: RunContext, sessions: DataFrame | None = None, keep: bool = False
+) -> DataFrame | None:
     """Publish tonight's sequence versions: one per user whose sessions tonight rewrote.
 
     ``sessions`` is tonight's session versions when the caller has them in hand (the pipeline,
-    whose frame is already partitioned by user); by default they are read from the table.
+    whose frame is already partitioned by user); by default they are read from the table. With
+    ``keep`` the published frame is returned persisted (the sequences gate checks it without
+    reading the table back); the caller unpersists it.
     """
     from pyspark.sql import functions as F
 
@@ -186,8 +190,18 @@ def run(spark: SparkSession, ctx: RunContext, sessions: DataFrame | None = None)
     )
     sequences = with_run_date(
         build_sequences(events, ctx.config.pipeline.max_seq_len), ctx.run_date, VALID_FROM_COL
-    )
-    return publish(sequences.select(*SEQUENCE_COLUMNS), ctx, "sequences", {VALID_FROM_COL: ctx.run_date})
+    ).select(*SEQUENCE_COLUMNS)
+    where = {VALID_FROM_COL: ctx.run_date}
+    if not keep:
+        publish(sequences, ctx, "sequences", where)
+        return None
+    sequences = sequences.persist()
+    try:
+        publish(sequences, ctx, "sequences", where)
+    except BaseException:
+        sequences.unpersist()
+        raise
+    return sequences
 
 
 def main(argv: list[str] | None = None) -> None:

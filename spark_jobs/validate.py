@@ -485,22 +485,28 @@ def sequence_checks(sequences: DataFrame, max_seq_len: int) -> DataFrame:
     )
 
 
-def run_sequences_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
+def run_sequences_gate(
+    spark: SparkSession, ctx: RunContext, tonight: DataFrame | None = None
+) -> dict[str, Any]:
     """Gate the sequence versions this night wrote (``valid_from`` = the run date); return the summary.
 
     The rows of other users are versions earlier nights wrote and gated. A night without new
-    events wrote none: nothing to check, and the summary says so.
+    events wrote none: nothing to check, and the summary says so. ``tonight``: those versions
+    as published, when the caller has them in hand (the pipeline); else read from the table.
     """
     from pyspark.sql import functions as F
 
     suite = load_suite(SEQUENCES_SUITE)
     parameters = {"max_seq_len": ctx.config.pipeline.max_seq_len}
     path = ctx.table("sequences")
-    if not table_exists(spark, path):
-        raise FileNotFoundError(f"{path}: run the sequences job first")
-    tonight = (
-        spark.read.format("delta").load(path).where(F.col(VALID_FROM_COL) == F.lit(ctx.run_date).cast("date"))
-    )
+    if tonight is None:
+        if not table_exists(spark, path):
+            raise FileNotFoundError(f"{path}: run the sequences job first")
+        tonight = (
+            spark.read.format("delta")
+            .load(path)
+            .where(F.col(VALID_FROM_COL) == F.lit(ctx.run_date).cast("date"))
+        )
     # One row of checks per user, computed once from the arrays and validated from memory.
     checks = sequence_checks(tonight, ctx.config.pipeline.max_seq_len).persist()
     try:

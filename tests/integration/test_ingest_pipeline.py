@@ -46,8 +46,13 @@ def test_line_numbers_are_exact_across_splits_and_files(spark, tmp_path, split_s
     first.write_text("".join(f"a{i:04d},x,y,z\n" for i in range(1, 301)))
     second.write_text("".join(f"b{i:04d}\n" for i in range(1, 151)))
     assert spark.read.text(str(first)).rdd.getNumPartitions() > 10
-    rows = ingest.read_lines(spark, [str(first), str(second)]).collect()
+    counts: dict[str, int] = {}
+    first_lines: dict[str, str] = {}
+    rows = ingest.read_lines(spark, [str(first), str(second)], counts, first_lines).collect()
     assert len(rows) == 450
+    # each file's first line from its first split, not from a later one
+    assert sorted(first_lines.values()) == ["a0001,x,y,z", "b0001"]
+    assert sorted(counts.values()) == [150, 300]
     for row in rows:
         prefix = "a" if row["source_file"].endswith("a.txt") else "b"
         assert row["value"].startswith(f"{prefix}{row['line_number']:04d}"), row
@@ -91,10 +96,9 @@ def test_every_parse_error_kind_is_named_and_nulls_the_fields(spark, text, reaso
 def test_invalid_utf8_bytes_are_bad_encoding_and_raw_keeps_a_readable_copy(spark, tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes(b"userId,movieId,rating,timestamp\n5,\xe9t\xe9,4.0,1000000000\n1,10,4.0,1000000000\n")
+    headers: dict[str, str] = {}
     bronze = ingest.parse_lines(
-        ingest.read_lines(spark, [str(path)]),
-        FORMATS["ratings.csv"],
-        ingest.file_headers(spark, [str(path)]),
+        ingest.read_lines(spark, [str(path)], first_lines=headers), FORMATS["ratings.csv"], headers
     )
     rows = {r["line_number"]: r for r in bronze.collect()}
     assert sorted(rows) == [2, 3]
@@ -119,11 +123,9 @@ def test_invalid_utf8_bytes_are_bad_encoding_and_raw_keeps_a_readable_copy(spark
 )
 def test_every_format_parses_with_its_separator_and_header(spark, name, fmt, good, bad):
     path = str(FIXTURES / name)
-    headers = ingest.file_headers(spark, [path]) if FORMATS[fmt].header else None
-    rows = {
-        r["line_number"]: r
-        for r in ingest.parse_lines(ingest.read_lines(spark, [path]), FORMATS[fmt], headers).collect()
-    }
+    headers: dict[str, str] = {}
+    lines = ingest.read_lines(spark, [path], first_lines=headers if FORMATS[fmt].header else None)
+    rows = {r["line_number"]: r for r in ingest.parse_lines(lines, FORMATS[fmt], headers).collect()}
     for line, values in good.items():
         assert (
             rows[line]["user_id"],
