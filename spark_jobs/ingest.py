@@ -407,6 +407,17 @@ def sha256(spark: SparkSession, uri: str) -> str:
         stream.close()
 
 
+def checksums(spark: SparkSession, uris: Sequence[str]) -> dict[str, str]:
+    """:func:`sha256` of each file, several at a time (each is JVM calls and a read: a night of a
+    hundred small drops would otherwise wait on them one by one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(uris) <= 1:
+        return {uri: sha256(spark, uri) for uri in uris}
+    with ThreadPoolExecutor(max_workers=min(8, len(uris)), thread_name_prefix="sha256") as pool:
+        return dict(zip(uris, pool.map(lambda uri: sha256(spark, uri), uris), strict=True))
+
+
 def read_ledger(ctx: RunContext) -> dict[dt.date, list[dict]]:
     """The ingest ledger's rows by drop date (empty when the lake has none yet)."""
     ledger: dict[dt.date, list[dict]] = {}
@@ -469,9 +480,9 @@ def plan_drops(spark: SparkSession, ctx: RunContext) -> list[DropPlan]:
         )
         if same_listing:
             continue
-        checksums = {f.uri: sha256(spark, f.uri) for f in files}
+        now = checksums(spark, [f.uri for f in files])
         previous = {uri: row["sha256"] for uri, row in held.items()}
-        if checksums == previous:
+        if now == previous:
             # touched, not changed: remember the new times so tomorrow needs no checksum
             by_uri = {f.uri: f for f in files}
             refreshed += [{**row, "modified_ms": by_uri[uri].modified_ms} for uri, row in held.items()]
@@ -479,9 +490,9 @@ def plan_drops(spark: SparkSession, ctx: RunContext) -> list[DropPlan]:
         log.warning(
             "drop %s changed since it was ingested (files %s): re-ingesting it",
             drop_date,
-            sorted(uri for uri in set(checksums) | set(previous) if checksums.get(uri) != previous.get(uri)),
+            sorted(uri for uri in set(now) | set(previous) if now.get(uri) != previous.get(uri)),
         )
-        plans.append(DropPlan(drop_date, files, "changed", checksums, previous))
+        plans.append(DropPlan(drop_date, files, "changed", now, previous))
     write_ledger(ctx, refreshed)
     return plans
 
@@ -581,6 +592,8 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     published = spark.read.format("delta").load(path).where(F.col(DROP_DATE_COL).isin(drops))
     empty = parse_errors(path, drops) == 0
     publish_quarantine(quarantine_rows(published, F.col(PARSE_ERROR_COL), STAGE), ctx, STAGE, drops, empty)
+    known = {uri: digest for plan in plans for uri, digest in plan.checksums.items()}
+    known.update(checksums(spark, [uri for uri in formats if uri not in known]))
     ledger = []
     for plan in plans:
         for file in plan.files:
@@ -592,7 +605,7 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
                     "format": formats[file.uri],
                     "size": file.size,
                     "modified_ms": file.modified_ms,
-                    "sha256": plan.checksums.get(file.uri) or sha256(spark, file.uri),
+                    "sha256": known[file.uri],
                     "header": None if header is None else normalise_header(header),
                     "rows": int(rows.get(scanned[file.uri], 0)),
                     "status": INGESTED,

@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING
 
 from spark_jobs.columns import (
     EVENT_ORDER,
+    GAP_COL,
     ITEM_COL,
     ITEMS_COL,
     LINE_NUMBER_COL,
     N_EVENTS_COL,
+    POSITION_COL,
     SESSION_ID_COL,
     SESSION_IDS_COL,
     SOURCE_FILE_COL,
@@ -110,57 +112,77 @@ def build_sequences(
     """Events (user, item, session_id and the ``order`` columns, time first) -> one sequence row
     per user (without run_date).
 
-    Everything per event is computed with window functions (position, gap, history length,
-    split marker) and the events beyond ``max_seq_len`` from the end are dropped before they
-    are collected; the arrays are then plain field extractions of one sorted array of structs.
-    No lambdas: Spark evaluates higher-order functions without code generation. Over a frame
-    already sorted by (user, *order) — the sessions frame — the windows add no sort.
+    Each event's position and gap in its user's history come from two window functions over
+    ``order`` (over a frame already sorted by (user, *order) they add no sort); then
+    :func:`collect_sequences`.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    if max_seq_len < 2:
-        raise ValueError(f"max_seq_len must be >= 2 to keep the valid/test markers, got {max_seq_len}")
     time_col = order[0]
     history = Window.partitionBy(user_col).orderBy(*order)
-    previous = F.lag(time_col).over(history)
-    ordered = events.select(
+    numbered = events.select(
         F.col(user_col),
         F.col(item_col),
         F.col(time_col),
         F.col(session_col),
-        (F.row_number().over(history) - 1).alias("_position"),
-        F.coalesce(F.col(time_col) - previous, F.lit(0)).alias("_gap"),
+        (F.row_number().over(history) - 1).alias(POSITION_COL),
+        F.coalesce(F.col(time_col) - F.lag(time_col).over(history), F.lit(0)).alias(GAP_COL),
     )
-    counted = ordered.withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(user_col)))
-    position, n = F.col("_position"), F.col("_n")
-    split = (
-        F.when((position == n - 1) & (n >= 2), TEST)
-        .when((position == n - 2) & (n >= 3), VALID)
-        .otherwise(TRAIN)
-    )
+    return collect_sequences(numbered, max_seq_len, user_col, item_col, session_col, time_col)
+
+
+def collect_sequences(
+    events: DataFrame,
+    max_seq_len: int,
+    user_col: str = USER_COL,
+    item_col: str = ITEM_COL,
+    session_col: str = SESSION_ID_COL,
+    time_col: str = TIMESTAMP_COL,
+) -> DataFrame:
+    """Numbered events (user, item, time, session, ``position`` and ``gap_seconds`` over the
+    user's whole history) -> one sequence row per user (without run_date).
+
+    One aggregate per user and no window: the events sorted by position, the last
+    ``max_seq_len`` kept, the split markers from the history's length alone. The sessions
+    stage numbers its events so, so without a k-core the sequences are collected from its rows.
+    No lambdas: Spark evaluates higher-order functions without code generation.
+    """
+    from pyspark.sql import functions as F
+
+    if max_seq_len < 2:
+        raise ValueError(f"max_seq_len must be >= 2 to keep the valid/test markers, got {max_seq_len}")
     event = F.struct(
-        position.alias("p"),
+        F.col(POSITION_COL).cast("long").alias("p"),
         F.col(item_col).cast("long").alias("i"),
         F.col(time_col).cast("long").alias("t"),
-        F.col("_gap").cast("long").alias("g"),
+        F.col(GAP_COL).cast("long").alias("g"),
         F.col(session_col).cast("int").alias("s"),
-        split.cast("tinyint").alias("m"),
     )
-    per_user = (
-        counted.where(position >= n - max_seq_len)
-        .groupBy(user_col)
-        .agg(F.sort_array(F.collect_list(event)).alias(_EVENTS), F.max(n).alias("_n"))
+    per_user = events.groupBy(user_col).agg(
+        F.sort_array(F.collect_list(event)).alias(_EVENTS), F.count(F.lit(1)).alias("_n")
     )
-    kept = F.col(_EVENTS)
+    every, n = F.col(_EVENTS), F.col("_n")
+    kept = F.slice(every, F.greatest(F.size(every) - max_seq_len + 1, F.lit(1)), max_seq_len)
+    tiny = "tinyint"
+    # n >= 3: [train..., valid, test]; n == 2: [train, test]; n == 1: [train]
+    tail = (
+        F.when(n >= 3, F.array(F.lit(VALID).cast(tiny), F.lit(TEST).cast(tiny)))
+        .when(n == 2, F.array(F.lit(TEST).cast(tiny)))
+        .otherwise(F.array().cast(f"array<{tiny}>"))
+    )
+    split = F.concat(
+        F.array_repeat(F.lit(TRAIN).cast(tiny), (F.least(n, F.lit(max_seq_len)) - F.size(tail)).cast("int")),
+        tail,
+    )
     return per_user.select(
         F.col(user_col).cast("long").alias(USER_COL),
         kept["i"].alias(ITEMS_COL),
         kept["t"].alias(TIMESTAMPS_COL),
         kept["g"].alias(TIME_GAPS_COL),
         kept["s"].alias(SESSION_IDS_COL),
-        kept["m"].alias(SPLIT_COL),
-        F.col("_n").cast("int").alias(N_EVENTS_COL),
+        split.alias(SPLIT_COL),
+        n.cast("int").alias(N_EVENTS_COL),
     )
 
 
@@ -184,13 +206,19 @@ def run(
             .load(ctx.table("sessions"))
             .where(F.col(VALID_FROM_COL) == F.lit(ctx.run_date).cast("date"))
         )
-    events = kcore(
-        sessions.select(USER_COL, ITEM_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, SESSION_ID_COL),
-        ctx.config.pipeline.kcore,
-    )
-    sequences = with_run_date(
-        build_sequences(events, ctx.config.pipeline.max_seq_len), ctx.run_date, VALID_FROM_COL
-    ).select(*SEQUENCE_COLUMNS)
+    max_seq_len, k = ctx.config.pipeline.max_seq_len, ctx.config.pipeline.kcore
+    if k > 0:
+        # The k-core removes events: positions and gaps are recomputed over the kept ones.
+        events = kcore(
+            sessions.select(
+                USER_COL, ITEM_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, SESSION_ID_COL
+            ),
+            k,
+        )
+        built = build_sequences(events, max_seq_len)
+    else:
+        built = collect_sequences(sessions, max_seq_len)
+    sequences = with_run_date(built, ctx.run_date, VALID_FROM_COL).select(*SEQUENCE_COLUMNS)
     where = {VALID_FROM_COL: ctx.run_date}
     if not keep:
         publish(sequences, ctx, "sequences", where)

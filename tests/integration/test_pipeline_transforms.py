@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from spark_jobs.sequences import build_sequences, kcore
+from spark_jobs.sequences import build_sequences, collect_sequences, kcore
 from spark_jobs.sessionize import sessionize
 from spark_jobs.silver import SILVER_COLUMNS, versions
 
@@ -210,6 +210,26 @@ def test_sequences_truncation_keeps_the_most_recent_events_and_their_markers(spa
     assert got["time_gaps"] == [70, 90, 110]  # the first kept event measures from its real predecessor
     assert got["session_ids"] == [1, 1, 2]
     assert got["split"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("max_seq_len", [2, 3, 7, 200])
+def test_sequences_collected_from_sessions_equal_the_windowed_build(spark, max_seq_len):
+    # The pipeline (no k-core) collects sequences from the sessions' own positions and gaps.
+    import random
+
+    rng = random.Random(max_seq_len)
+    rows = [
+        (user, rng.randrange(1, 60), rng.choice([0, 5, 5, 900, 4000, 10**6]) * rng.randrange(1, 4))
+        for user in range(1, 41)
+        for _ in range(rng.randrange(1, 12))
+    ]
+    sessions = sessionize(spark.createDataFrame(_lines(rows), EVENTS), 1800)
+    collected = {r["user_id"]: r.asDict() for r in collect_sequences(sessions, max_seq_len).collect()}
+    windowed = {r["user_id"]: r.asDict() for r in build_sequences(sessions, max_seq_len).collect()}
+    assert collected == windowed
+    assert len(collected) == 40
+    assert {r["n_events"] for r in collected.values()} >= {1, 2}  # the short-history markers too
+    assert collect_sequences(sessions, 10).schema == build_sequences(sessions, 10).schema
 
 
 def test_sequences_need_room_for_the_markers(spark):
