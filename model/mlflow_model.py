@@ -58,7 +58,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             top_k,
             self.config.scoring.batch_size,
             self.config.scoring.encode_batch_size,
-            self.config.pipeline.max_seq_len,
+            self.config.model.max_seq_len,
             torch.device("cpu"),
             PhaseSeconds(),
         ):

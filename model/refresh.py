@@ -165,7 +165,7 @@ def evaluate_saved(
 
     The model sees what nightly scoring gives it: input positions of items new since it was
     trained are dropped (as ``unknown_items="skip"`` does), then its most recent
-    ``pipeline.max_seq_len`` (its saved configuration's) are kept. The users and targets are
+    ``model.max_seq_len`` (its saved configuration's) are kept. The users and targets are
     those a model trained tonight is evaluated on, so champion and challenger compare on the
     same ones: a target the model does not know is not dropped but counts as a miss, and so
     does every target of a user left with no known input (nightly scoring would give that user
@@ -175,7 +175,7 @@ def evaluate_saved(
     model, vocab, saved_config = load_trained_model(model_dir, device)
     grown = grow_vocabularies(vocab, sequences)
     data = SequenceData.from_arrow(sequences, item_vocab=grown["items"], user_vocab=grown["users"])
-    known = KnownInputs(model, vocab, grown, max_len=saved_config.pipeline.max_seq_len)
+    known = KnownInputs(model, vocab, grown, max_len=saved_config.model.max_seq_len)
     unknown = int((data.items > len(vocab["items"])).sum())
     log.info("%s: %d positions of items it does not know are left out of its inputs", model_dir, unknown)
     return evaluate_splits(known, data, config.scoring.eval_ks, run_date, max_len=None, device=device)

@@ -47,7 +47,7 @@ def training_settings(config: Config) -> dict[str, Any]:
     return {
         "model": config.model.model_dump(mode="json"),
         "train": train,
-        "max_seq_len": config.pipeline.max_seq_len,
+        "max_seq_len": config.pipeline.max_seq_len,  # the history kept (the window: model.max_seq_len)
         "eval_ks": config.scoring.eval_ks,
     }
 

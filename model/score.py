@@ -8,7 +8,7 @@ into Arrow, and the output is Parquet in a staging directory that the Spark publ
 
 For every user of the sequences snapshot:
 
-- the input is their most recent ``pipeline.max_seq_len`` events, encoded with the model's
+- the input is their most recent ``model.max_seq_len`` events, encoded with the model's
   saved item vocabulary; items the model has never seen (new since training) are skipped
   and counted, never an error;
 - the query time is the run's cut-off, midnight UTC at the end of the run date
@@ -428,7 +428,7 @@ def score_run(
             config.scoring.top_k,
             config.scoring.batch_size,
             config.scoring.encode_batch_size,
-            config.pipeline.max_seq_len,
+            config.model.max_seq_len,
             device,
             seconds,
         )

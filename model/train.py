@@ -90,7 +90,7 @@ def build_model(config: Config, n_items: int, n_users: int) -> nn.Module:
     if name == "sasrec":
         from model.baselines import SASRec, SASRecConfig
 
-        return SASRec(SASRecConfig.from_model_config(config.model, n_items, config.pipeline.max_seq_len))
+        return SASRec(SASRecConfig.from_model_config(config.model, n_items, config.model.max_seq_len))
     if name == "ncf":
         from model.baselines import NCF, NCFConfig
 
@@ -381,12 +381,12 @@ def fit_and_evaluate(
     """Train ``model`` (as it is: fresh or warm-started) on ``data``, then evaluate it.
 
     ``train_config`` defaults to ``config.train``; ``max_len`` is the model's input window
-    (default ``pipeline.max_seq_len``). Metrics: ``valid`` and ``test``, each in both variants,
+    (default ``model.max_seq_len``). Metrics: ``valid`` and ``test``, each in both variants,
     of the best-validation weights (:func:`evaluate_splits`), the training history,
     ``training_seconds`` (wall time of fit, validation included) and ``trained_on``; NCF adds
     its rating report.
     """
-    max_len = max_len or config.pipeline.max_seq_len
+    max_len = max_len or config.model.max_seq_len
     trainer = Trainer(
         model, data, train_config or config.train, config.scoring.eval_ks, work_dir, device, max_len
     )

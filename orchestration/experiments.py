@@ -89,7 +89,9 @@ class Settings:
 # How our models are trained, beyond the settings: part of the cache key of TRAINED runs and
 # their checkpoints, so a change of protocol never resumes or reuses a run of the old one.
 # 2: histories longer than max_len train as overlapping windows (model.data.training_windows).
-TRAINING_PROTOCOL = 2
+# 3: the model's window is its own key (model.max_seq_len = max_len): SASRec's position table
+#    is sized by it, not by the history kept.
+TRAINING_PROTOCOL = 3
 # How every run is evaluated: part of every run's cache key (RecBole's too).
 # 2: ties are ranked ahead of the target (model.evaluate.target_ranks).
 EVALUATION_PROTOCOL = 2
@@ -109,6 +111,7 @@ def experiment_config(work_dir: Path, settings: Settings, *overrides: str) -> Co
             f"lake.root={work_dir / 'lake'}",
             "data.dataset=ml-100k",
             f"pipeline.max_seq_len={settings.history_len}",
+            f"model.max_seq_len={settings.max_len}",
             f"train.batch_size={settings.batch_size}",
             f"train.lr={settings.lr}",
             f"train.epochs={settings.epochs}",
@@ -158,7 +161,7 @@ def run_trained(name: str, seed: int, config: Config, settings: Settings, work_d
     )
     data = SequenceData.from_arrow(read_sequences(config.table_path("sequences"), RUN_DATE))
     checkpoints = work_dir / "checkpoints" / run_key(name, seed, settings)
-    trained = train_and_evaluate(config, data, checkpoints, RUN_DATE, "cpu", max_len=settings.max_len)
+    trained = train_and_evaluate(config, data, checkpoints, RUN_DATE, "cpu")
     metrics = trained.metrics
     record: dict[str, Any] = {
         "test": _metrics(metrics["test"]),

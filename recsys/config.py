@@ -115,6 +115,9 @@ class ModelConfig(_Section):
     mamba_d_conv: int = Field(gt=0)
     mamba_expand: int = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
+    # The model's input window: its most recent events (pipeline.max_seq_len is the history kept).
+    # The default keeps ModelConfigs built directly, as tests do, valid.
+    max_seq_len: int = Field(default=200, gt=1)
 
 
 class TrainConfig(_Section):

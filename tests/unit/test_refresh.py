@@ -43,6 +43,7 @@ def make_config(*overrides: str) -> Config:
             "model.hidden_size=16",
             "model.n_layers=1",
             "pipeline.max_seq_len=12",
+            "model.max_seq_len=12",
             "train.batch_size=8",
             "train.epochs=2",
             "train.refresh_epochs=1",
@@ -314,7 +315,7 @@ def test_evaluate_saved_matches_evaluate_when_nothing_is_new(
     table = tonight_table(ratings, {})
     model, vocab, _ = load_trained_model(champion)
     data = SequenceData.from_arrow(table, item_vocab=vocab["items"], unknown_items="skip")
-    run_time, ks, max_len = run_timestamp(TONIGHT), config.scoring.eval_ks, config.pipeline.max_seq_len
+    run_time, ks, max_len = run_timestamp(TONIGHT), config.scoring.eval_ks, config.model.max_seq_len
     expected = {
         split: evaluate(model, data, split, ks, run_time=run_time, max_len=max_len)
         for split in ("valid", "test")
@@ -328,7 +329,7 @@ def test_evaluate_saved_drops_unknown_inputs_and_counts_unknown_targets_as_misse
 ) -> None:
     base = 2_000_000
     # user 2000: 15 known events and, fourth, an item new tonight, dropped from the champion's
-    # input; the inputs are longer than pipeline.max_seq_len = 12, so only the last 12 kept count
+    # input; the inputs are longer than model.max_seq_len = 12, so only the last 12 kept count
     reader = [(step % 8 + 1, base + 10 * step) for step in range(15)]
     reader.insert(3, (NEW_ITEMS[0], base + 25))
     # the new user's valid and test targets are both new items: two misses for the champion
@@ -339,7 +340,7 @@ def test_evaluate_saved_drops_unknown_inputs_and_counts_unknown_targets_as_misse
     model, vocab, _ = load_trained_model(champion)
     reference = SequenceData.from_arrow(without_new, item_vocab=vocab["items"])
     n_reference = len(reference.view("test"))
-    expected = evaluate_splits(model, reference, config.scoring.eval_ks, TONIGHT, config.pipeline.max_seq_len)
+    expected = evaluate_splits(model, reference, config.scoring.eval_ks, TONIGHT, config.model.max_seq_len)
     assert expected["test"]["paper"]["hr@5"] > 0
 
     result = flat(evaluate_saved(config, champion, tonight, TONIGHT))

@@ -186,3 +186,27 @@ def test_cli_trains_evaluates_and_saves_artifacts(tmp_path: Path, capsys: pytest
     ncf_metrics = json.loads((tmp_path / "artifacts" / "2024-03-01" / "ncf" / "metrics.json").read_text())
     assert ncf_metrics["rating"]["rated_test_events"] == 16
     assert "rating:" in capsys.readouterr().out
+
+
+def test_the_models_window_is_its_own_key_not_the_history_kept(tmp_path: Path) -> None:
+    from model.train import build_model, train_and_evaluate
+    from recsys.config import load_config
+
+    config = load_config(
+        profile="local",
+        overrides=(
+            "model.name=sasrec",
+            "model.max_seq_len=3",
+            "model.hidden_size=8",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "device=cpu",
+        ),
+    )
+    assert config.pipeline.max_seq_len == 200  # the history kept is untouched
+    assert build_model(config, n_items=8, n_users=4).position_embedding.num_embeddings == 3
+    # Histories of 8 events train as windows of 3 (SASRec refuses an input wider than its table)
+    # and are evaluated on their last 3 events.
+    data = SequenceData.from_arrow(build_sequences_table(cycle_ratings(n_users=6, n_items=8, length=8)))
+    trained = train_and_evaluate(config, data, tmp_path / "work", dt.date(2024, 3, 1), "cpu")
+    assert trained.metrics["epochs_run"] == 1
