@@ -218,6 +218,23 @@ def publish(df: DataFrame, ctx: RunContext, table: str, where: Mapping[str, Any]
     return path
 
 
+def publish_kept(
+    df: DataFrame, ctx: RunContext, table: str, where: Mapping[str, Any], keep: bool
+) -> DataFrame | None:
+    """:func:`publish`; with ``keep`` the frame is persisted first and returned (materialised by the
+    write) for the next stage of the same process, which unpersists it. None without ``keep``."""
+    if not keep:
+        publish(df, ctx, table, where)
+        return None
+    df = df.persist()
+    try:
+        publish(df, ctx, table, where)
+    except BaseException:
+        df.unpersist()
+        raise
+    return df
+
+
 def publish_rows(
     ctx: RunContext,
     table: str,

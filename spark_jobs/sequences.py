@@ -50,7 +50,7 @@ from spark_jobs.columns import (
     USER_COL,
     VALID_FROM_COL,
 )
-from spark_jobs.common import RunContext, context_from_args, job_parser, publish
+from spark_jobs.common import RunContext, context_from_args, job_parser, publish_kept
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -219,17 +219,7 @@ def run(
     else:
         built = collect_sequences(sessions, max_seq_len)
     sequences = with_run_date(built, ctx.run_date, VALID_FROM_COL).select(*SEQUENCE_COLUMNS)
-    where = {VALID_FROM_COL: ctx.run_date}
-    if not keep:
-        publish(sequences, ctx, "sequences", where)
-        return None
-    sequences = sequences.persist()
-    try:
-        publish(sequences, ctx, "sequences", where)
-    except BaseException:
-        sequences.unpersist()
-        raise
-    return sequences
+    return publish_kept(sequences, ctx, "sequences", {VALID_FROM_COL: ctx.run_date}, keep)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,7 +51,7 @@ from spark_jobs.columns import (
     USER_COL,
     VALID_FROM_COL,
 )
-from spark_jobs.common import RunContext, context_from_args, job_parser, partition_dates, publish
+from spark_jobs.common import RunContext, context_from_args, job_parser, partition_dates, publish_kept
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -171,18 +171,8 @@ def run(
     events = silver.select(USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL)
     sessions = sessionize(events, ctx.config.pipeline.session_gap_seconds)
     sessions = with_run_date(sessions, ctx.run_date, VALID_FROM_COL).select(*SESSION_COLUMNS)
-    where = {VALID_FROM_COL: ctx.run_date}
     try:
-        if not keep:
-            publish(sessions, ctx, "sessions", where)
-            return None
-        sessions = sessions.persist()
-        try:
-            publish(sessions, ctx, "sessions", where)
-        except BaseException:
-            sessions.unpersist()
-            raise
-        return sessions
+        return publish_kept(sessions, ctx, "sessions", {VALID_FROM_COL: ctx.run_date}, keep)
     finally:
         if users is not None:
             users.unpersist()
