@@ -145,8 +145,10 @@ def collect_sequences(
 
     One aggregate per user and no window: the events sorted by position, the last
     ``max_seq_len`` kept, the split markers from the history's length alone. The sessions
-    stage numbers its events so, so without a k-core the sequences are collected from its rows.
-    No lambdas: Spark evaluates higher-order functions without code generation.
+    stage numbers its events this way, so without a k-core the sequences are collected from its
+    rows. A user's whole history is collected before the slice (a row of one struct per event:
+    about 56 MB for a user with a million ratings). No lambdas: Spark evaluates higher-order
+    functions without code generation.
     """
     from pyspark.sql import functions as F
 
