@@ -1,12 +1,20 @@
-"""The ML-100K results table: every model over several seeds, both evaluation variants, CPU epoch time.
+"""The results table on one dataset: every model over several seeds, both evaluation variants, CPU epoch time.
 
     python -m orchestration.experiments --seeds 2020 2021 2022 --out docs/results.md
+    python -m orchestration.experiments --dataset ml-1m --out docs/results-ml-1m.md
+    python -m orchestration.experiments --input ~/data/ratings.dat --format ratings.dat --out r.md
 
-Data: the Spark pipeline's ``sequences`` table for the embedded ML-100K (built first into
-``<work-dir>/lake`` when it is missing, with ``pipeline.max_seq_len`` = ``--history-len`` so
-the whole history is in the table and the production variant masks every seen item). Every
-model sees the same leave-one-out split: last event test, second-to-last validation, equal
-timestamps in file order (RecBole's rule, so RecBole's SASRec gets the same targets).
+Data: the Spark pipeline's ``sequences`` table for ``--dataset`` (default the embedded
+ML-100K; a GroupLens release is fetched into ``data.raw_dir`` unless it is there already) or
+for the ratings file ``--input`` (of ``--format``, else told by its name), loaded whole as the
+drop of ``--run-date`` (default 2024-01-01, after the last event of every MovieLens release up
+to ML-32M; a rating dated after it would be quarantined as future). The table is built first
+into ``<work-dir>/<dataset>/lake`` when it is missing (``<dataset>``: the dataset's name, or
+for ``--input`` the file's stem and the start of its SHA-256), with ``pipeline.max_seq_len`` =
+``--history-len`` so the whole history is in the table and the production variant masks every
+seen item. Every model sees the same leave-one-out split: last event test, second-to-last
+validation, equal timestamps in file order (RecBole's rule, so RecBole's SASRec gets the same
+targets).
 
 Models:
 
@@ -15,16 +23,19 @@ Models:
   with the model inputs cut to the last ``--max-len`` events;
 * ``recbole_sasrec``: RecBole's own SASRec (:mod:`model.recbole_reference`, RecBole's trainer
   and prefix augmentation, ``MAX_ITEM_LIST_LENGTH`` = ``--max-len``), its exported test score
-  matrix ranked by the same rules as ``model.evaluate``;
+  matrix ranked by the same rules as ``model.evaluate``. It reads ML-100K from the recbole
+  package (the file the pipeline ingests) and any other dataset from the pipeline's own RecBole
+  export of the lake's silver ratings (:mod:`spark_jobs.export_recbole`, written once to
+  ``<work-dir>/<dataset>/recbole/``), so both sides train on the same interactions;
 * ``als``: Spark MLlib ALS (:mod:`model.baselines_als`) fitted on each user's train and
   validation events (what the sequential models read as input at test time), seed = the run's.
 
-Each (model, seed) run is written as JSON under ``<work-dir>/runs/`` when it finishes, and a
-later invocation with the same settings reuses it, so an interrupted table resumes where it
-stopped. The table (mean +- sample standard deviation over the seeds; HR, NDCG, MRR at 10 in
-the paper variant, seen items not masked, and the production variant, seen items masked; the
-mean training seconds per epoch on this machine) is written as Markdown to ``--out`` and all
-runs as JSON beside it.
+Each (model, seed) run is written as JSON under ``<work-dir>/<dataset>/runs/`` when it
+finishes, and a later invocation with the same settings and run date reuses it, so an
+interrupted table resumes where it stopped. The table (mean +- sample standard deviation over
+the seeds; HR, NDCG, MRR at 10 in the paper variant, seen items not masked, and the production
+variant, seen items masked; the mean training seconds per epoch on this machine) is written as
+Markdown to ``--out`` and all runs as JSON beside it.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import platform
 import statistics
 import sys
 import time
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +59,8 @@ from typing import Any
 import torch
 
 from recsys.cli import configure_logging
-from recsys.config import PROJECT_ROOT, Config, load_config
+from recsys.config import PROJECT_ROOT, Config, DatasetName, load_config
+from recsys.datasets.formats import FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +77,7 @@ LABELS = {
     "pop": "Popularity",
 }
 RUN_DATE = dt.date(2024, 1, 1)
+DEFAULT_DATASET = "ml-100k"
 VARIANTS = ("paper", "production")
 COLUMNS = ("hr@10", "ndcg@10", "mrr@10")
 KS = [5, 10, 20]
@@ -97,19 +111,70 @@ TRAINING_PROTOCOL = 3
 EVALUATION_PROTOCOL = 2
 
 
-def run_key(name: str, seed: int, settings: Settings) -> str:
-    """The cache key of one (model, seed) run: its settings and the evaluation protocol, and for
-    TRAINED models the training protocol."""
-    key = f"{name}-{seed}-{settings.key()}-e{EVALUATION_PROTOCOL}"
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """The ratings a table is built on: a supported dataset by name, or one file (``input``).
+
+    ``label`` names its folder under the work dir and its report: the dataset's name, or the
+    file's stem and the first 12 hex digits of its SHA-256 (a different file, a different lake
+    and cache). ``name`` is the dataset the file belongs to (its movies load the items table).
+    """
+
+    name: str = DEFAULT_DATASET
+    input: Path | None = None
+    format_name: str | None = None
+    run_date: dt.date = RUN_DATE
+    label: str = DEFAULT_DATASET
+
+    @classmethod
+    def of(
+        cls,
+        name: str = DEFAULT_DATASET,
+        input: Path | None = None,
+        format_name: str | None = None,
+        run_date: dt.date = RUN_DATE,
+    ) -> Dataset:
+        if input is None:
+            if format_name is not None:
+                raise ValueError("--format describes --input; pass the file as well")
+            return cls(name, None, None, run_date, name)
+        from recsys.datasets.formats import format_for
+
+        input = input.expanduser().resolve()
+        if not input.is_file():
+            raise FileNotFoundError(f"--input {input}: no such file")
+        format_name = format_name or format_for(input).name
+        digest = hashlib.sha256()
+        with input.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return cls(name, input, format_name, run_date, f"{input.stem}-{digest.hexdigest()[:12]}")
+
+    @property
+    def embedded(self) -> bool:
+        """The embedded ML-100K (RecBole reads its own copy of the same file)."""
+        return self.input is None and self.name == DEFAULT_DATASET
+
+    def work_dir(self, root: Path) -> Path:
+        return root / self.label
+
+
+def run_key(name: str, seed: int, settings: Settings, run_date: dt.date = RUN_DATE) -> str:
+    """The cache key of one (model, seed) run: its settings, the run date and the evaluation
+    protocol, and for TRAINED models the training protocol."""
+    key = f"{name}-{seed}-{settings.key()}-{run_date:%Y%m%d}-e{EVALUATION_PROTOCOL}"
     return f"{key}-p{TRAINING_PROTOCOL}" if name in TRAINED else key
 
 
-def experiment_config(work_dir: Path, settings: Settings, *overrides: str) -> Config:
+def experiment_config(
+    work_dir: Path, settings: Settings, dataset: Dataset = Dataset(), *overrides: str
+) -> Config:
+    """The configuration of every run on ``dataset``; ``work_dir`` is the dataset's own folder."""
     return load_config(
         profile="local",
         overrides=(
             f"lake.root={work_dir / 'lake'}",
-            "data.dataset=ml-100k",
+            f"data.dataset={dataset.name}",
             f"pipeline.max_seq_len={settings.history_len}",
             f"model.max_seq_len={settings.max_len}",
             f"train.batch_size={settings.batch_size}",
@@ -122,9 +187,9 @@ def experiment_config(work_dir: Path, settings: Settings, *overrides: str) -> Co
     )
 
 
-def ensure_sequences(config: Config) -> None:
-    """Run the Spark pipeline on ML-100K (the whole file as the drop of :data:`RUN_DATE`) unless its
-    sequences exist."""
+def ensure_sequences(config: Config, dataset: Dataset = Dataset()) -> None:
+    """Run the Spark pipeline on ``dataset`` (the whole file as the drop of its run date) unless
+    its sequences exist."""
     from deltalake import DeltaTable
 
     from recsys.delta import arrow_dataset
@@ -139,16 +204,42 @@ def ensure_sequences(config: Config) -> None:
     from orchestration.nightly import run_pipeline_stages
     from recsys.datasets import raw_source
 
-    log.info("building ML-100K sequences under %s", config.lake.root)
-    source = raw_source(config)
-    run_pipeline_stages(config, RUN_DATE, ([str(source.path)], source.format_name))
+    log.info("building %s sequences under %s", dataset.label, config.lake.root)
+    if dataset.input is not None:
+        inputs = ([str(dataset.input)], dataset.format_name)
+    else:
+        source = raw_source(config)
+        inputs = ([str(source.path)], source.format_name)
+    run_pipeline_stages(config, dataset.run_date, inputs)
+
+
+def recbole_source(config: Config, dataset: Dataset, work_dir: Path) -> tuple[str, str | None]:
+    """(RecBole dataset name, atomic-files root) for RecBole's runs on ``dataset``.
+
+    The embedded ML-100K is RecBole's own ``ml-100k`` (root None: the recbole package's); any
+    other dataset is the pipeline's export of the lake's silver ratings as of the run date, in
+    ``<work_dir>/recbole/<label>/<label>.inter``, written once.
+    """
+    if dataset.embedded:
+        return DEFAULT_DATASET, None
+    root = work_dir / "recbole"
+    if not (root / dataset.label / f"{dataset.label}.inter").is_file():
+        from recsys.spark import build_spark
+        from spark_jobs.common import RunContext
+        from spark_jobs.export_recbole import export
+
+        spark = build_spark(config, app_name="experiments-export")
+        export(spark, RunContext.for_date(config, dataset.run_date), dataset.label, str(root))
+    return dataset.label, str(root)
 
 
 def _metrics(test: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     return {variant: {name: float(test[variant][name]) for name in COLUMNS} for variant in VARIANTS}
 
 
-def run_trained(name: str, seed: int, config: Config, settings: Settings, work_dir: Path) -> dict[str, Any]:
+def run_trained(
+    name: str, seed: int, config: Config, settings: Settings, work_dir: Path, run_date: dt.date = RUN_DATE
+) -> dict[str, Any]:
     """Train one of :data:`TRAINED` with ``seed`` and test its best-validation weights."""
     from model.data import SequenceData, read_sequences
     from model.train import train_and_evaluate
@@ -159,15 +250,16 @@ def run_trained(name: str, seed: int, config: Config, settings: Settings, work_d
             "train": config.train.model_copy(update={"seed": seed}),
         }
     )
-    data = SequenceData.from_arrow(read_sequences(config.table_path("sequences"), RUN_DATE))
-    checkpoints = work_dir / "checkpoints" / run_key(name, seed, settings)
-    trained = train_and_evaluate(config, data, checkpoints, RUN_DATE, "cpu")
+    data = SequenceData.from_arrow(read_sequences(config.table_path("sequences"), run_date))
+    checkpoints = work_dir / "checkpoints" / run_key(name, seed, settings, run_date)
+    trained = train_and_evaluate(config, data, checkpoints, run_date, "cpu")
     metrics = trained.metrics
     record: dict[str, Any] = {
         "test": _metrics(metrics["test"]),
         **{key: metrics[key] for key in ("epochs_run", "best_epoch", "stopped_early", "best_valid_ndcg@10")},
         "epoch_seconds": metrics["mean_epoch_seconds"],
         "n_test_users": len(data.view("test")),
+        "n_items": data.n_items,
         "parameters": sum(p.numel() for p in trained.model.parameters()),
     }
     if "rating" in metrics:
@@ -175,7 +267,7 @@ def run_trained(name: str, seed: int, config: Config, settings: Settings, work_d
     return record
 
 
-def run_als(seed: int, config: Config, settings: Settings) -> dict[str, Any]:
+def run_als(seed: int, config: Config, settings: Settings, run_date: dt.date = RUN_DATE) -> dict[str, Any]:
     """Spark ALS on every user's train + validation events; tested like the other models."""
     import pandas as pd
 
@@ -184,7 +276,7 @@ def run_als(seed: int, config: Config, settings: Settings) -> dict[str, Any]:
     from model.evaluate import evaluate, run_timestamp
     from recsys.spark import build_spark
 
-    data = SequenceData.from_arrow(read_sequences(config.table_path("sequences"), RUN_DATE))
+    data = SequenceData.from_arrow(read_sequences(config.table_path("sequences"), run_date))
     pairs = data.seen("test").tocoo()
     spark = build_spark(config, app_name="experiments-als")
     frame = spark.createDataFrame(pd.DataFrame({"user_id": pairs.row.astype("int64"), "item_id": pairs.col}))
@@ -197,7 +289,7 @@ def run_als(seed: int, config: Config, settings: Settings) -> dict[str, Any]:
         data,
         "test",
         KS,
-        run_time=run_timestamp(RUN_DATE),
+        run_time=run_timestamp(run_date),
         max_len=settings.max_len,
     )
     return {
@@ -207,11 +299,15 @@ def run_als(seed: int, config: Config, settings: Settings) -> dict[str, Any]:
         "epochs_run": als_settings.max_iter,
         "als": dataclasses.asdict(als_settings),
         "n_test_users": len(data.view("test")),
+        "n_items": data.n_items,
     }
 
 
-def run_recbole(seed: int, settings: Settings) -> dict[str, Any]:
-    """RecBole's SASRec on the paper protocol with ``MAX_ITEM_LIST_LENGTH`` = ``settings.max_len``."""
+def run_recbole(
+    seed: int, settings: Settings, recbole_dataset: str = DEFAULT_DATASET, data_path: str | None = None
+) -> dict[str, Any]:
+    """RecBole's SASRec on the paper protocol with ``MAX_ITEM_LIST_LENGTH`` = ``settings.max_len``,
+    on RecBole's dataset ``recbole_dataset`` under ``data_path`` (see :func:`recbole_source`)."""
     from model.recbole_reference import run_reference
 
     overrides = {
@@ -221,7 +317,9 @@ def run_recbole(seed: int, settings: Settings) -> dict[str, Any]:
         "train_batch_size": settings.recbole_batch_size,
         "learning_rate": settings.lr,
     }
-    summary = run_reference(seed, overrides, device="cpu").summary()
+    summary = run_reference(
+        seed, overrides, device="cpu", dataset=recbole_dataset, data_path=data_path
+    ).summary()
     scored = summary["test_metrics_from_scores"]
     return {
         "test": {variant: {name: float(scored[variant][name]) for name in COLUMNS} for variant in VARIANTS},
@@ -230,28 +328,34 @@ def run_recbole(seed: int, settings: Settings) -> dict[str, Any]:
         "best_epoch": summary["best_epoch"],
         "train_samples_per_epoch": summary["train_samples_per_epoch"],
         "n_test_users": summary["n_test_users"],
+        "n_items": summary["n_items"],
     }
 
 
-def run_one(name: str, seed: int, config: Config, settings: Settings, work_dir: Path) -> dict[str, Any]:
-    """One (model, seed) run, from the cache when an identical run finished before."""
-    path = work_dir / "runs" / f"{run_key(name, seed, settings)}.json"
+def run_one(
+    name: str, seed: int, config: Config, settings: Settings, work_dir: Path, dataset: Dataset = Dataset()
+) -> dict[str, Any]:
+    """One (model, seed) run on ``dataset`` (``work_dir``: its folder), from the cache when an
+    identical run finished before."""
+    path = work_dir / "runs" / f"{run_key(name, seed, settings, dataset.run_date)}.json"
     if path.exists():
         log.info("%s seed %d: cached %s", name, seed, path)
         return json.loads(path.read_text())
     log.info("%s seed %d: running", name, seed)
     started = time.perf_counter()
     if name in TRAINED:
-        record = run_trained(name, seed, config, settings, work_dir)
+        record = run_trained(name, seed, config, settings, work_dir, dataset.run_date)
     elif name == "als":
-        record = run_als(seed, config, settings)
+        record = run_als(seed, config, settings, dataset.run_date)
     elif name == "recbole_sasrec":
-        record = run_recbole(seed, settings)
+        record = run_recbole(seed, settings, *recbole_source(config, dataset, work_dir))
     else:
         raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
     record = {
         "model": name,
         "seed": seed,
+        "dataset": dataset.label,
+        "run_date": dataset.run_date.isoformat(),
         "settings": dataclasses.asdict(settings),
         "wall_seconds": time.perf_counter() - started,
         **record,
@@ -306,7 +410,7 @@ def rating_table(records: Sequence[dict[str, Any]]) -> str | None:
     )
 
 
-def plot_results(records: Sequence[dict[str, Any]], path: Path) -> None:
+def plot_results(records: Sequence[dict[str, Any]], path: Path, title: str = "ML-100K") -> None:
     """Bar chart of NDCG@10 (mean, error bar = std over seeds) per model and variant, as SVG."""
     import matplotlib
 
@@ -331,27 +435,53 @@ def plot_results(records: Sequence[dict[str, Any]], path: Path) -> None:
         )
     axis.set_xticks(range(len(names)), [LABELS[name] for name in names], rotation=20, ha="right")
     axis.set_ylabel("test NDCG@10")
-    axis.set_title("ML-100K, leave-one-out, full ranking (mean ± std over seeds)")
+    axis.set_title(f"{title}, leave-one-out, full ranking (mean ± std over seeds)")
     axis.legend(title="variant")
     figure.tight_layout()
     figure.savefig(path, format="svg", metadata={"Date": None})
     plt.close(figure)
 
 
+def dataset_title(dataset: Dataset) -> str:
+    """How a report names its data: ``ML-100K``, ``ML-1M``, ..., or the input file's label."""
+    if dataset.input is not None:
+        return f"{dataset.input.name} ({dataset.label})"
+    names = {"ml-latest-small": "ML-latest-small", "synthetic": "Synthetic"}
+    return names.get(dataset.name, dataset.name.upper())
+
+
+def _extent(records: Sequence[dict[str, Any]]) -> str:
+    """'ranking against all N items, U test users' from the runs' own counts."""
+    items = {r["n_items"] for r in records if "n_items" in r}
+    users = {r["n_test_users"] for r in records if "n_test_users" in r}
+    parts = []
+    if len(items) == 1:
+        parts.append(f"ranking against all {items.pop():,} items")
+    if len(users) == 1:
+        parts.append(f"{users.pop():,} test users")
+    return ", " + ", ".join(parts) if parts else ""
+
+
 def write_report(
-    out: Path, records: Sequence[dict[str, Any]], settings: Settings, argv: Sequence[str]
+    out: Path,
+    records: Sequence[dict[str, Any]],
+    settings: Settings,
+    argv: Sequence[str],
+    dataset: Dataset = Dataset(),
 ) -> None:
     """``out`` (Markdown), ``out`` with suffix .json (every run) and .svg (NDCG@10 chart)."""
+    title = dataset_title(dataset)
     text = [
-        "# ML-100K results",
+        f"# {title} results",
         "",
         f"Generated by `python -m orchestration.experiments {' '.join(argv)}` on "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
         "no GPU.",
         "",
-        "Leave-one-out by time (equal timestamps in file order), ranking against all 1,682 items, "
-        "943 test users. *Paper*: seen items not masked, query time = the test item's timestamp. "
+        f"Leave-one-out by time (equal timestamps in file order){_extent(records)}, the whole file "
+        f"loaded as the drop of {dataset.run_date}. "
+        "*Paper*: seen items not masked, query time = the test item's timestamp. "
         "*Production*: seen items masked, query time = the run's time. Mean ± sample standard "
         "deviation over the seeds; s/epoch is training time only (for ALS: fit time per iteration).",
         "",
@@ -382,7 +512,7 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(text))
     out.with_suffix(".json").write_text(json.dumps(list(records), indent=2, sort_keys=True) + "\n")
-    plot_results(records, out.with_suffix(".svg"))
+    plot_results(records, out.with_suffix(".svg"), title)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,6 +520,22 @@ def main(argv: list[str] | None = None) -> int:
     defaults = Settings()
     parser = argparse.ArgumentParser(
         prog="python -m orchestration.experiments", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=typing.get_args(DatasetName),
+        default=DEFAULT_DATASET,
+        help="the dataset (with --input: the release the file belongs to, whose movies load the items)",
+    )
+    parser.add_argument(
+        "--input", type=Path, default=None, help="a ratings file instead of the dataset's own"
+    )
+    parser.add_argument("--format", dest="format_name", choices=sorted(FORMATS), default=None)
+    parser.add_argument(
+        "--run-date",
+        type=dt.date.fromisoformat,
+        default=RUN_DATE,
+        help="the drop date the whole file is loaded as (on or after its last rating's day)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -410,13 +556,18 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, f.name) is not None
         }
     )
-    config = experiment_config(args.work_dir, settings)
-    ensure_sequences(config)
+    try:
+        dataset = Dataset.of(args.dataset, args.input, args.format_name, args.run_date)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    work_dir = dataset.work_dir(args.work_dir)
+    config = experiment_config(work_dir, settings, dataset)
+    ensure_sequences(config, dataset)
     records = []
     for name in args.models:
         for seed in args.seeds:
-            records.append(run_one(name, seed, config, settings, args.work_dir))
-            write_report(args.out, records, settings, argv)
+            records.append(run_one(name, seed, config, settings, work_dir, dataset))
+            write_report(args.out, records, settings, argv, dataset)
     print(results_table(records))
     print(f"wrote {args.out}")
     return 0

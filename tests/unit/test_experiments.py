@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from orchestration import experiments
 from orchestration.experiments import (
     RUN_DATE,
+    Dataset,
     Settings,
     experiment_config,
     results_table,
@@ -46,7 +49,8 @@ def test_results_table_reports_mean_and_sample_std_per_model_in_model_order():
 def test_run_one_reuses_a_finished_run_only_for_the_same_settings(tmp_path, monkeypatch):
     calls = []
 
-    def fake(name, seed, config, settings, work_dir):
+    def fake(name, seed, config, settings, work_dir, run_date):
+        assert run_date == RUN_DATE
         calls.append((name, seed, settings.epochs))
         return {"test": {}, "epoch_seconds": 1.0}
 
@@ -69,7 +73,7 @@ def test_new_training_protocol_reruns_ours_not_recbole_new_evaluation_reruns_all
         return {"test": {}, "epoch_seconds": 1.0}
 
     monkeypatch.setattr(experiments, "run_trained", lambda name, *args: fake(name))
-    monkeypatch.setattr(experiments, "run_recbole", lambda seed, settings: fake("recbole_sasrec"))
+    monkeypatch.setattr(experiments, "run_recbole", lambda *args: fake("recbole_sasrec"))
     for name in ("pop", "recbole_sasrec"):
         run_one(name, 7, None, Settings(), tmp_path)
     monkeypatch.setattr(experiments, "TRAINING_PROTOCOL", experiments.TRAINING_PROTOCOL + 1)
@@ -109,3 +113,89 @@ def test_write_report_writes_table_runs_and_chart(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text()) == records
     chart = out.with_suffix(".svg").read_text()
     assert chart.startswith("<?xml") and "<svg" in chart
+
+
+def _ratings_csv(path, ratings):
+    """``ratings`` (user_id, item_id, rating, timestamp) as a MovieLens ``ratings.csv``."""
+    frame = ratings.rename(columns={"user_id": "userId", "item_id": "movieId"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, columns=["userId", "movieId", "rating", "timestamp"])
+    return path
+
+
+def test_an_input_file_is_its_own_dataset_with_its_own_folder(tmp_path):
+    first = _ratings_csv(tmp_path / "ratings.csv", cycle_ratings(n_users=5, n_items=6, length=4))
+    other = _ratings_csv(tmp_path / "other" / "ratings.csv", cycle_ratings(n_users=5, n_items=6, seed=1))
+    default = Dataset.of()
+    assert (default.label, default.embedded, default.input) == ("ml-100k", True, None)
+    ml1m = Dataset.of("ml-1m")
+    assert ml1m.label == "ml-1m" and not ml1m.embedded
+    one, two = Dataset.of(input=first), Dataset.of(input=other)
+    assert one.format_name == "ratings.csv" and not one.embedded
+    assert one.label.startswith("ratings-") and len(one.label) == len("ratings-") + 12
+    assert one.label != two.label  # same name, different content: different lake and cache
+    assert one.work_dir(tmp_path) == tmp_path / one.label
+    assert Dataset.of(input=first, format_name="ratings.csv").label == one.label
+    with pytest.raises(ValueError, match="--format describes --input"):
+        Dataset.of(format_name="ratings.csv")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        Dataset.of(input=tmp_path / "missing.csv")
+    # the run date is part of a run's cache key
+    assert experiments.run_key("pop", 1, Settings(), RUN_DATE) != experiments.run_key(
+        "pop", 1, Settings(), RUN_DATE.replace(year=2030)
+    )
+
+
+def test_main_on_an_input_file_builds_its_own_lake_and_names_its_report(tmp_path, monkeypatch):
+    import orchestration.nightly
+
+    ratings = cycle_ratings(n_users=24, n_items=15, length=8)
+    source = _ratings_csv(tmp_path / "ratings.csv", ratings)
+    run_date = dt.date(2001, 2, 3)
+    built = []
+
+    def pipeline(config, date, inputs):
+        # what the Spark pipeline leaves behind for the experiments: the sequences table
+        built.append((config.lake.root, date, inputs))
+        table = build_sequences_table(ratings, valid_from=date)
+        write_sequences_delta(table, Path(config.table_path("sequences")))
+
+    monkeypatch.setattr(orchestration.nightly, "run_pipeline_stages", pipeline)
+    work, out = tmp_path / "work", tmp_path / "report" / "results.md"
+    argv = ["--input", str(source), "--run-date", "2001-02-03", "--models", "pop", "--seeds", "4"]
+    argv += ["--epochs", "1", "--work-dir", str(work), "--out", str(out), "--threads", "1"]
+    assert experiments.main(argv) == 0
+    label = Dataset.of(input=source).label
+    assert built == [(str(work / label / "lake"), run_date, ([str(source.resolve())], "ratings.csv"))]
+    (run,) = (work / label / "runs").glob("pop-4-*.json")
+    record = json.loads(run.read_text())
+    assert (record["dataset"], record["run_date"]) == (label, "2001-02-03")
+    assert (record["n_items"], record["n_test_users"]) == (15, 24)
+    text = out.read_text()
+    assert text.startswith(f"# ratings.csv ({label}) results")
+    assert "ranking against all 15 items, 24 test users" in text and "drop of 2001-02-03" in text
+    # a second invocation finds the lake and the run: nothing is built or trained again
+    monkeypatch.setattr(experiments, "run_trained", lambda *args: pytest.fail("trained again"))
+    assert experiments.main(argv) == 0
+    assert len(built) == 1
+
+
+def test_recbole_reads_the_embedded_ml100k_or_the_pipelines_export(tmp_path):
+    from spark_jobs.export_recbole import RECBOLE_HEADER
+
+    assert experiments.recbole_source(None, Dataset.of(), tmp_path) == ("ml-100k", None)
+    # another dataset: the export under <work_dir>/recbole (present here, so Spark is not started)
+    source = _ratings_csv(tmp_path / "ratings.csv", cycle_ratings(n_users=30, n_items=25, length=10))
+    dataset = Dataset.of(input=source)
+    inter = tmp_path / "recbole" / dataset.label / f"{dataset.label}.inter"
+    inter.parent.mkdir(parents=True)
+    ratings = cycle_ratings(n_users=30, n_items=25, length=10)
+    ratings[["user_id", "item_id", "rating", "timestamp"]].to_csv(
+        inter, sep="\t", index=False, header=list(RECBOLE_HEADER)
+    )
+    name, root = experiments.recbole_source(None, dataset, tmp_path)
+    assert (name, root) == (dataset.label, str(tmp_path / "recbole"))
+    record = experiments.run_recbole(5, Settings(max_len=5, recbole_epochs=1, patience=1), name, root)
+    assert (record["n_test_users"], record["n_items"]) == (30, 25)
+    for metrics in record["test"].values():
+        assert 0.0 <= metrics["mrr@10"] <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1.0
