@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Any
 
-from recsys.config import DEFAULT_PROFILE, PROFILE_ENV, PROJECT_ROOT, Config, load_config
+from recsys.config import DEFAULT_PROFILE, OVERLAYS_ENV, PROFILE_ENV, PROJECT_ROOT, Config, load_config
 
 RUN_DATE = "{{ ds }}"
 
@@ -34,6 +34,16 @@ RUN_DATE = "{{ ds }}"
 def profile() -> str:
     """The profile the DAG was parsed with (``$RECSYS_PROFILE`` or local)."""
     return os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+
+
+def task_env() -> dict[str, str]:
+    """What every task's process gets of the DAG's configuration: the profile, and the overlays
+    (``$RECSYS_OVERLAYS``, e.g. a tuned model's) when the DAG was parsed with any. In a pod the
+    overlay paths must be readable in the trainer image (under ``$RECSYS_HOME``)."""
+    env = {PROFILE_ENV: profile()}
+    if os.environ.get(OVERLAYS_ENV):
+        env[OVERLAYS_ENV] = os.environ[OVERLAYS_ENV]
+    return env
 
 
 def dag_config() -> Config:
@@ -111,7 +121,7 @@ def spark_stage(config: Config, task_id: str, job: str, *args: str, doc_md: str,
     jars = _spark_submit_jars(config)
     conf = driver_conf(config)
     conf.update(jars.pop("conf", {}))
-    env = {"RECSYS_PROFILE": profile()}
+    env = task_env()
     if config.orchestration.runner == "local":
         # The driver's Python is this venv's (spark-submit would take python3 from PATH otherwise).
         conf["spark.pyspark.python"] = conf["spark.pyspark.driver.python"] = sys.executable
@@ -154,7 +164,7 @@ def model_step(config: Config, task_id: str, step: str, *args: str, doc_md: str,
         task_id=task_id,
         bash_command=" ".join([shlex.quote(sys.executable), "-m", *command]),
         cwd=str(PROJECT_ROOT),
-        env={"RECSYS_PROFILE": profile()},
+        env=task_env(),
         append_env=True,
         doc_md=doc_md,
         **pool,
@@ -178,7 +188,7 @@ def kubernetes_step(config: Config, task_id: str, command: list[str], gpu: bool,
         image=pod.image,
         cmds=["python", "-m"],
         arguments=command,
-        env_vars={"RECSYS_PROFILE": profile()},
+        env_vars=task_env(),
         container_resources=k8s.V1ResourceRequirements(requests=dict(limits), limits=limits),
         service_account_name=pod.service_account,
         get_logs=True,

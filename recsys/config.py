@@ -1,4 +1,4 @@
-"""Layered configuration: base.yaml -> profile -> environment -> CLI, into typed objects.
+"""Layered configuration: base.yaml -> profile -> overlays -> environment -> CLI, into typed objects.
 
 Every key the system reads is declared in ``configs/base.yaml`` and typed here. Layers
 are merged in order, later layers winning:
@@ -6,9 +6,12 @@ are merged in order, later layers winning:
 1. ``configs/base.yaml``
 2. a profile: ``configs/<name>.yaml`` (``local`` by default, or ``RECSYS_PROFILE``), or
    any YAML file given by path
-3. environment variables ``RECSYS__SECTION__KEY=value`` (value parsed as YAML, so
+3. overlays: YAML files of a few keys each (``--overlay FILE``, repeatable, or
+   ``RECSYS_OVERLAYS``, paths separated by ``os.pathsep``; those from the environment come
+   first), e.g. the best trial of ``python -m model.tune``
+4. environment variables ``RECSYS__SECTION__KEY=value`` (value parsed as YAML, so
    ``RECSYS__TRAIN__LR=0.01`` is a float and ``RECSYS__SCORING__EVAL_KS=[5,10]`` a list)
-4. CLI overrides ``--set section.key=value`` (value parsed as YAML)
+5. CLI overrides ``--set section.key=value`` (value parsed as YAML)
 
 An unknown key or a value of the wrong type raises :class:`ConfigError`, whose message
 names the dotted key and the layer (file path, environment variable or CLI flag) that
@@ -35,6 +38,7 @@ PROJECT_ROOT = Path(os.environ.get(HOME_ENV) or Path(__file__).resolve().parent.
 CONFIG_DIR = PROJECT_ROOT / "configs"
 ENV_PREFIX = "RECSYS__"
 PROFILE_ENV = "RECSYS_PROFILE"
+OVERLAYS_ENV = "RECSYS_OVERLAYS"
 DEFAULT_PROFILE = "local"
 
 DatasetName = Literal["ml-100k", "ml-latest-small", "ml-1m", "ml-20m", "ml-25m", "ml-32m", "synthetic"]
@@ -378,22 +382,27 @@ def load_config(
     overrides: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     config_dir: Path = CONFIG_DIR,
+    overlays: Sequence[str | Path] = (),
 ) -> Config:
     """Load and validate the layered configuration.
 
     ``profile`` is a profile name (``configs/<name>.yaml``) or a path to a YAML file;
-    ``None`` means ``$RECSYS_PROFILE`` or ``local``. ``env`` defaults to ``os.environ``.
+    ``None`` means ``$RECSYS_PROFILE`` or ``local``. ``overlays`` are YAML files layered over
+    the profile, after those named by ``$RECSYS_OVERLAYS``. ``env`` defaults to ``os.environ``.
     """
     env = os.environ if env is None else env
     profile = profile or env.get(PROFILE_ENV) or DEFAULT_PROFILE
     profile_name, profile_file = _profile_path(profile, config_dir)
     base_file = config_dir / "base.yaml"
+    overlay_files = [Path(p) for p in env.get(OVERLAYS_ENV, "").split(os.pathsep) if p.strip()]
+    overlay_files += [Path(p) for p in overlays]
 
     merged: dict[str, Any] = {}
     provenance: dict[tuple[str, ...], str] = {}
     layers: list[tuple[str, Mapping[str, Any]]] = [
         (str(base_file), _read_yaml(base_file)),
         (str(profile_file), _read_yaml(profile_file)),
+        *((str(path), _read_yaml(path)) for path in overlay_files),
         *_env_layers(env),
         *_cli_layers(overrides),
     ]
@@ -414,12 +423,20 @@ def load_config(
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--config`` and ``--set`` flags every entry point shares."""
+    """The ``--config``, ``--overlay`` and ``--set`` flags every entry point shares."""
     parser.add_argument(
         "--config",
         default=None,
         help="profile name (configs/<name>.yaml) or path to a profile YAML; "
         f"default ${PROFILE_ENV} or '{DEFAULT_PROFILE}'",
+    )
+    parser.add_argument(
+        "--overlay",
+        dest="overlays",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=f"a YAML file of keys layered over the profile (repeatable; after ${OVERLAYS_ENV})",
     )
     parser.add_argument(
         "--set",
@@ -432,4 +449,4 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(profile=args.config, overrides=args.overrides)
+    return load_config(profile=args.config, overrides=args.overrides, overlays=getattr(args, "overlays", ()))

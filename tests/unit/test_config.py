@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -194,3 +195,31 @@ def test_an_object_store_raw_dir_is_refused_with_what_to_do_not_made_a_local_fol
         synthetic_path(cluster)
     local = load_config(profile="cluster", env={}, overrides=[f"data.raw_dir=file://{tmp_path}"])
     assert raw_dir(local) == tmp_path
+
+
+def test_overlays_layer_over_the_profile_under_env_and_cli(tmp_path: Path, monkeypatch):
+    first, second = tmp_path / "tuned.yaml", tmp_path / "mine.yaml"
+    first.write_text("train:\n  lr: 0.005\n  batch_size: 48\nmodel:\n  hidden_size: 32\n")
+    second.write_text("model:\n  hidden_size: 128\n")
+    config = load_config(profile="cluster", env={}, overlays=[first, second])
+    assert config.profile == "cluster"  # the profile's keys stay unless an overlay sets them
+    assert (config.train.lr, config.train.batch_size, config.model.hidden_size) == (0.005, 48, 128)
+    # from the environment (first), then the argument's; environment keys and --set win over both
+    env = {"RECSYS_OVERLAYS": str(second), "RECSYS__TRAIN__BATCH_SIZE": "16"}
+    config = load_config(env=env, overlays=[first], overrides=["train.lr=0.002"])
+    assert (config.train.lr, config.train.batch_size, config.model.hidden_size) == (0.002, 16, 32)
+    monkeypatch.setenv("RECSYS_OVERLAYS", f"{first}{os.pathsep}{second}")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert config_from_args(parser.parse_args([])).model.hidden_size == 128
+    args = parser.parse_args(["--overlay", str(first), "--set", "train.epochs=3"])
+    assert (config_from_args(args).model.hidden_size, config_from_args(args).train.epochs) == (32, 3)
+
+
+def test_a_bad_overlay_is_named(tmp_path: Path):
+    overlay = tmp_path / "tuned.yaml"
+    overlay.write_text("model:\n  hiden_size: 32\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{overlay}: model.hiden_size: unknown key")):
+        load_config(env={}, overlays=[overlay])
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(env={"RECSYS_OVERLAYS": str(tmp_path / "missing.yaml")})

@@ -198,7 +198,16 @@ current-context: test
 def test_cluster_profile_renders_gpu_pods_of_the_trainer_image(tmp_path):
     # The pod request is built offline: a kubeconfig naming an unreachable API server suffices.
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)
-    pods = run_in_airflow(POD, tmp_path, RECSYS_PROFILE="cluster", KUBECONFIG=str(tmp_path / "kubeconfig"))
+    # A tuned model's overlay the DAG was parsed with reaches every task's process.
+    overlay = tmp_path / "tuned.yaml"
+    overlay.write_text("model:\n  hidden_size: 32\n")
+    pods = run_in_airflow(
+        POD,
+        tmp_path,
+        RECSYS_PROFILE="cluster",
+        RECSYS_OVERLAYS=str(overlay),
+        KUBECONFIG=str(tmp_path / "kubeconfig"),
+    )
     train = pods["train"]
     assert train["type"] == "KubernetesPodOperator" and train["pool"] == "gpu"
     assert train["namespace"] == "recsys"
@@ -221,6 +230,7 @@ def test_cluster_profile_renders_gpu_pods_of_the_trainer_image(tmp_path):
         assert (
             pods[task_id]["image"] == train["image"] and pods[task_id]["env"]["RECSYS_PROFILE"] == "cluster"
         )
+        assert pods[task_id]["env"]["RECSYS_OVERLAYS"] == str(overlay)
         assert pods[task_id]["args"][1:4] == [
             task_id.replace("champion_challenger", "decide"),
             "--run-date",
