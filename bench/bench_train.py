@@ -40,7 +40,7 @@ from common import RESULTS_DIR, write_result
 from model.data import IdVocab, SequenceData, model_arguments, read_sequences
 from model.score import synchronize
 from model.train import Trainer, build_model, seed_everything
-from orchestration.experiments import RUN_DATE, Settings, ensure_sequences, experiment_config
+from orchestration.experiments import RUN_DATE, Dataset, Settings, ensure_sequences, experiment_config
 from recsys.config import PROJECT_ROOT
 from recsys.datasets.synthetic import history_lengths, target_counts
 
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    config = experiment_config(args.work_dir, Settings())
+    # the embedded ML-100K's lake, shared with the results table (orchestration.experiments)
+    config = experiment_config(Dataset().work_dir(args.work_dir), Settings())
     if args.ml25m_epoch:
         write_result("train_ml25m", ml25m_epoch(args, config, device), args.json)
         return 0
