@@ -144,11 +144,9 @@ class Dataset:
         if not input.is_file():
             raise FileNotFoundError(f"--input {input}: no such file")
         format_name = format_name or format_for(input).name
-        digest = hashlib.sha256()
         with input.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return cls(name, input, format_name, run_date, f"{input.stem}-{digest.hexdigest()[:12]}")
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return cls(name, input, format_name, run_date, f"{input.stem}-{digest[:12]}")
 
     @property
     def embedded(self) -> bool:
