@@ -76,6 +76,7 @@ ADAPTER_DEFAULTS: dict[str, Any] = {
     "dropout": 0.2,
     "ss4rec_variant": "ss4rec",
     "time_unit_seconds": 1.0,
+    "gap_transform": "linear",
     # "target": the target's timestamp (paper protocol); "last": the last input event's.
     "ss4rec_query_time": "target",
     # RecBole settings the adapter depends on: raw seconds, cross-entropy over all items.
@@ -171,6 +172,7 @@ class SS4RecAdapter(SequentialRecommender):
             dropout=get("dropout"),
             variant=get("ss4rec_variant"),
             time_unit_seconds=float(get("time_unit_seconds")),
+            gap_transform=get("gap_transform"),
         )
         self.net = SS4Rec(self.ss4rec_config)
 

@@ -14,9 +14,14 @@ right positions, and the ``variant`` switch really builds the ablations ("s5_onl
 Time. The gap at position i is t[i+1] - t[i]; at the last valid position it is
 ``query_time - t[last]``; at padding it is 0, and a zero step leaves the S5 state unchanged. Gaps
 are computed exactly in int64 seconds, converted to float64, divided by ``time_unit_seconds`` and
-only then cast to float32. The default unit, 1 second, is the released code's (it feeds raw Unix
-seconds to S5, so dt_min/dt_max = 0.001/0.1 mean per-second steps); the released code computes them
-from float32 timestamps, which at today's epoch values are only exact to about a minute.
+only then cast to float32 (with ``gap_transform: log1p``, S5 sees ``log1p(gap / unit)`` instead: a
+compressed gap, so that an hour and a year differ by a factor of about 2 rather than 9,000). The
+default unit, 1 second, and the linear gap are the released code's (it feeds raw Unix seconds to
+S5, so dt_min/dt_max = 0.001/0.1 mean per-second steps); the released code computes them from
+float32 timestamps, which at today's epoch values are only exact to about a minute. With a linear
+gap the unit only rescales S5's step multipliers: unit u with steps [a, b] is the model with unit 1
+and steps [a/u, b/u] (the same outputs for the same weights, log_step shifted by log u; plain Adam
+trains both alike), so the time scale is one axis, studied in docs/time_scale.md.
 
 Training. Both SSMs are causal, so one pass over a whole sequence yields every prefix's prediction;
 ``calculate_loss`` trains on all positions, equivalent to RecBole's prefix augmentation.
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from recsys.config import ModelConfig
 
 VARIANTS = ("ss4rec", "s5_only", "mamba_only")
+GAP_TRANSFORMS = ("linear", "log1p")
 MODEL_NAME_TO_VARIANT = {"ss4rec": "ss4rec", "ss4rec_s5_only": "s5_only", "ss4rec_mamba_only": "mamba_only"}
 LAYER_NORM_EPS = 1e-12  # released value
 INIT_STD = 0.02
@@ -65,6 +71,7 @@ class SS4RecConfig:
     dropout: float = 0.2
     variant: str = "ss4rec"  # "ss4rec" | "s5_only" | "mamba_only"
     time_unit_seconds: float = 1.0  # S5 sees gap_seconds / time_unit_seconds
+    gap_transform: str = "linear"  # "linear" | "log1p": S5 sees log1p(gap_seconds / time_unit_seconds)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -73,6 +80,10 @@ class SS4RecConfig:
             raise ValueError(f"SS4RecConfig.n_items must be >= 1, got {self.n_items}")
         if self.time_unit_seconds <= 0:
             raise ValueError(f"SS4RecConfig.time_unit_seconds must be > 0, got {self.time_unit_seconds}")
+        if self.gap_transform not in GAP_TRANSFORMS:
+            raise ValueError(
+                f"SS4RecConfig.gap_transform must be one of {GAP_TRANSFORMS}, got {self.gap_transform!r}"
+            )
 
     @classmethod
     def from_model_config(cls, model_config: ModelConfig, n_items: int) -> SS4RecConfig:
@@ -94,6 +105,8 @@ class SS4RecConfig:
             mamba_expand=model_config.mamba_expand,
             dropout=model_config.dropout,
             variant=MODEL_NAME_TO_VARIANT[model_config.name],
+            time_unit_seconds=model_config.time_unit_seconds,
+            gap_transform=model_config.gap_transform,
         )
 
 
@@ -190,7 +203,11 @@ class SS4Rec(nn.Module):
         return gaps.clamp(min=0).to(torch.float64)
 
     def _steps(self, gaps_seconds: Tensor) -> Tensor:
-        return (gaps_seconds.to(torch.float64) / self.config.time_unit_seconds).to(torch.float32)
+        """Gaps in seconds -> S5's float32 steps: ``gap / unit``, or ``log1p(gap / unit)``."""
+        steps = gaps_seconds.to(torch.float64) / self.config.time_unit_seconds
+        if self.config.gap_transform == "log1p":
+            steps = torch.log1p(steps)
+        return steps.to(torch.float32)
 
     def forward(self, items: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor) -> Tensor:
         """items, timestamps: [B, L]; lengths, query_time: [B] -> hidden state at every position [B, L, H].

@@ -13,8 +13,9 @@ never looked at. The search space (:func:`suggest`):
   ``model.hidden_size`` (32, 64, 128), ``model.n_layers`` (1..3) and the input window
   ``model.max_seq_len`` (20, 50, 100, 200);
 * SS4Rec and its ablations also the time scale of S5's steps: ``model.dt_min`` (log-uniform
-  1e-6..1e-2) and ``model.dt_max`` (log-uniform 1e-2..1) per second of gap (the released
-  setting is 0.001..0.1).
+  1e-6..1e-2) and ``model.dt_max`` (log-uniform 1e-2..1) per unit of gap (the released
+  setting is 0.001..0.1 per second), and ``model.gap_transform`` (linear or log1p; see
+  docs/time_scale.md, which also says why the unit itself is not a separate axis).
 
 The study is resumable: it lives in SQLite, ``<out-dir>/<study>.db`` (default
 ``artifacts/tune/<model>-<run date>.db``), and ``--trials`` is the number of finished
@@ -37,6 +38,7 @@ import datetime as dt
 import logging
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +46,7 @@ import yaml
 
 from model.data import SequenceData, read_sequences
 from model.evaluate import evaluate, run_timestamp
-from model.train import MONITOR, Trainer, build_model, resolve_device, seed_everything
+from model.train import MONITOR, Trainer, TrainResult, build_model, resolve_device, seed_everything
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, add_config_arguments, config_from_args
 
@@ -68,6 +70,7 @@ def suggest(trial: optuna.Trial, model_name: str) -> dict[str, dict[str, Any]]:
     if model_name.startswith("ss4rec"):
         model["dt_min"] = trial.suggest_float("dt_min", 1e-6, 1e-2, log=True)
         model["dt_max"] = trial.suggest_float("dt_max", 1e-2, 1.0, log=True)
+        model["gap_transform"] = trial.suggest_categorical("gap_transform", ["linear", "log1p"])
     return {"model": model, "train": {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)}}
 
 
@@ -98,6 +101,41 @@ class _PruningTrainer(Trainer):
         return valid
 
 
+def fit_on_validation(
+    config: Config,
+    data: SequenceData,
+    run_date: dt.date,
+    directory: Path,
+    variants: Sequence[str],
+    device: str,
+    trainer: Callable[..., Trainer] = Trainer,
+) -> tuple[dict[str, dict[str, float]], TrainResult]:
+    """Train ``config``'s model from scratch (seeded, early stopping on validation) and score its best
+    weights on the validation users: ``({variant: metrics at 10}, the training result)``.
+
+    ``trainer`` builds the Trainer (a subclass may report epochs, as a pruned trial does); the
+    checkpoints under ``directory`` are removed afterwards (a study keeps figures, not weights).
+    """
+    seed_everything(config.train.seed)
+    model = build_model(config, data.n_items, data.n_users)
+    max_len = config.model.max_seq_len
+    try:
+        result = trainer(model, data, config.train, config.scoring.eval_ks, directory, device, max_len).fit()
+        valid = evaluate(
+            model,
+            data,
+            "valid",
+            [10],
+            variants=list(variants),
+            run_time=run_timestamp(run_date),
+            max_len=max_len,
+            device=device,
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return valid, result
+
+
 def objective(
     trial: optuna.Trial,
     config: Config,
@@ -109,32 +147,19 @@ def objective(
 ) -> float:
     """Train one trial's configuration; its best weights' validation NDCG@10 in ``variant``."""
     keys = suggest(trial, config.model.name)
-    trial_config = apply(config, keys)
     trial.set_user_attr("config", keys)
-    seed_everything(trial_config.train.seed)
-    model = build_model(trial_config, data.n_items, data.n_users)
-    directory = work_dir / f"trial-{trial.number}"
-    max_len = trial_config.model.max_seq_len
-    try:
-        trainer = _PruningTrainer(
-            trial, model, data, trial_config.train, trial_config.scoring.eval_ks, directory, device, max_len
-        )
-        result = trainer.fit()
-        valid = evaluate(
-            model,
-            data,
-            "valid",
-            [10],
-            variants=[variant],
-            run_time=run_timestamp(run_date),
-            max_len=max_len,
-            device=device,
-        )[variant]
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)  # the overlay is the output, not the weights
+    valid, result = fit_on_validation(
+        apply(config, keys),
+        data,
+        run_date,
+        work_dir / f"trial-{trial.number}",
+        [variant],
+        device,
+        lambda *args: _PruningTrainer(trial, *args),
+    )
     trial.set_user_attr("best_epoch", result.best_epoch)
     trial.set_user_attr("epochs_run", len(result.history))
-    return valid[OBJECTIVE]
+    return valid[variant][OBJECTIVE]
 
 
 def finished_trials(study: optuna.Study) -> int:

@@ -122,6 +122,10 @@ class ModelConfig(_Section):
     # The model's input window: its most recent events (pipeline.max_seq_len is the history kept).
     # The default keeps ModelConfigs built directly, as tests do, valid.
     max_seq_len: int = Field(default=200, gt=1)
+    # SS4Rec's time scale (docs/time_scale.md): S5 sees gap_seconds / time_unit_seconds, or its
+    # log1p with gap_transform log1p. The defaults (base.yaml's values) keep direct builds valid.
+    time_unit_seconds: float = Field(default=1.0, gt=0)
+    gap_transform: Literal["linear", "log1p"] = "linear"
 
 
 class TrainConfig(_Section):

@@ -59,7 +59,7 @@ def test_parameter_count_checksums_for_ml1m(variant, total, block):
 def test_from_model_config_maps_names_to_variants():
     fields = dict(
         hidden_size=32, n_layers=3, s5_state=16, dt_min=0.002, dt_max=0.2, mamba_d_state=8,
-        mamba_d_conv=3, mamba_expand=4, dropout=0.1,
+        mamba_d_conv=3, mamba_expand=4, dropout=0.1, time_unit_seconds=60.0, gap_transform="log1p",
     )  # fmt: skip
     for name, variant in [
         ("ss4rec", "ss4rec"),
@@ -72,6 +72,8 @@ def test_from_model_config_maps_names_to_variants():
         SS4RecConfig.from_model_config(ModelConfig(name="sasrec", **fields), n_items=7)
     with pytest.raises(ValueError, match="variant"):
         SS4RecConfig(n_items=7, variant="s6")
+    with pytest.raises(ValueError, match="gap_transform"):
+        SS4RecConfig(n_items=7, gap_transform="sqrt")
 
 
 def test_init_as_released_keeping_mamba_step_init():
@@ -239,3 +241,40 @@ def test_time_unit_scales_the_s5_steps():
     query = whole_hours[:, -1] + 7200
     counted_in_hours = seconds(items, whole_hours // 3600, lengths, query // 3600)
     torch.testing.assert_close(hours(items, whole_hours, lengths, query), counted_in_hours)
+
+
+def test_time_unit_is_a_shift_of_the_step_multipliers():
+    """Linear gaps: unit u and log_step is unit 1 and log_step - log u (docs/time_scale.md)."""
+    minutes = model_of(time_unit_seconds=60.0)
+    seconds = model_of()
+    seconds.load_state_dict(minutes.state_dict())
+    with torch.no_grad():
+        for block in seconds.blocks:
+            block.s5.log_step -= torch.log(torch.tensor(60.0))
+    batch = make_batch([7, 4, 1])
+    torch.testing.assert_close(seconds(*batch), minutes(*batch), atol=1e-5, rtol=1e-4)
+    fresh = model_of()
+    assert not torch.allclose(fresh(*batch), minutes(*batch), atol=1e-3)
+
+
+def test_log1p_gap_transform_compresses_the_s5_steps():
+    model = model_of(gap_transform="log1p", time_unit_seconds=60.0)
+    gaps = torch.tensor([[0.0, 60.0, 3600.0, 3.0e7, 8.0e8]], dtype=torch.float64)
+    expected = torch.log1p(gaps / 60.0).to(torch.float32)
+    torch.testing.assert_close(model._steps(gaps), expected)
+    assert model._steps(gaps)[0, 0] == 0  # a zero gap still leaves the state unchanged
+    linear = model_of(time_unit_seconds=60.0)
+    torch.testing.assert_close(linear._steps(gaps), (gaps / 60.0).to(torch.float32))
+    batch = make_batch([6, 3])
+    assert not torch.allclose(model(*batch), linear(*batch), atol=1e-3)
+
+
+def test_recurrent_step_equals_full_pass_with_log1p_gaps():
+    model = model_of(gap_transform="log1p")
+    items, timestamps, lengths, query_time = make_batch([9, 9, 9])
+    full = model(items, timestamps, lengths, query_time)
+    gaps = model.time_gaps(timestamps, lengths, query_time)
+    state = model.initial_state(3)
+    for t in range(9):
+        hidden, state = model.step(items[:, t], gaps[:, t], state)
+        torch.testing.assert_close(hidden, full[:, t], atol=1e-5, rtol=1e-5)

@@ -70,11 +70,13 @@ def test_ss4rec_also_tunes_the_time_scale_and_pop_is_refused(tmp_path, table):
             "max_seq_len": 20,
             "dt_min": 1e-4,
             "dt_max": 0.5,
+            "gap_transform": "log1p",
             "lr": 1e-3,
         }
     )
     keys = tune.suggest(trial, "ss4rec")
     assert keys["model"]["dt_min"] == 1e-4 and keys["model"]["dt_max"] == 0.5
+    assert keys["model"]["gap_transform"] == "log1p"
     assert tune.apply(_config(tmp_path, "ss4rec"), keys).model.dt_max == 0.5
     with pytest.raises(ValueError, match="tunes ss4rec"):
         tune.tune(_config(tmp_path, "pop"), SequenceData.from_arrow(table), RUN_DATE, tmp_path, trials=1)
