@@ -30,6 +30,10 @@ Models:
 * ``als``: Spark MLlib ALS (:mod:`model.baselines_als`) fitted on each user's train and
   validation events (what the sequential models read as input at test time), seed = the run's.
 
+``--tuned MODEL=OVERLAY`` (repeatable) adds a row for MODEL trained with a configuration overlay
+(``model.tune``'s or ``model.time_scale``'s ``.best.yaml``) applied over the settings, beside its
+default row, with the same seeds; the report lists each overlay's keys.
+
 Each (model, seed) run is written as JSON under ``<work-dir>/<dataset>/runs/`` when it
 finishes, and a later invocation with the same settings and run date reuses it, so an
 interrupted table resumes where it stopped. The table (mean +- sample standard deviation over
@@ -157,11 +161,67 @@ class Dataset:
         return root / self.label
 
 
-def run_key(name: str, seed: int, settings: Settings, run_date: dt.date = RUN_DATE) -> str:
+@dataclasses.dataclass(frozen=True)
+class Tuned:
+    """A tuned configuration of one model (``--tuned MODEL=OVERLAY``): its rows beside the defaults.
+
+    ``keys``: the overlay's ``{section: {key: value}}`` (what ``model.tune`` or
+    ``model.time_scale`` wrote), applied over the experiment's configuration, so a key it sets
+    (window, learning rate, ...) wins over the settings; ``label``: the overlay file's stem.
+    """
+
+    model: str
+    label: str
+    keys: dict[str, dict[str, Any]]
+
+    @classmethod
+    def parse(cls, text: str) -> Tuned:
+        import yaml
+
+        from model.tune import TUNED_MODELS
+
+        name, sep, path = text.partition("=")
+        if not sep or name not in TUNED_MODELS:
+            raise ValueError(
+                f"--tuned {text!r}: expected MODEL=OVERLAY with MODEL one of {', '.join(TUNED_MODELS)}"
+            )
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(f"--tuned {text!r}: {file}: no such file")
+        keys = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(keys, dict) or not all(isinstance(v, dict) for v in keys.values()):
+            raise ValueError(
+                f"--tuned {text!r}: {file} is not a configuration overlay ({{section: {{key: value}}}})"
+            )
+        return cls(name, file.stem, keys)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_key(
+    name: str, seed: int, settings: Settings, run_date: dt.date = RUN_DATE, tuned: Tuned | None = None
+) -> str:
     """The cache key of one (model, seed) run: its settings, the run date and the evaluation
-    protocol, and for TRAINED models the training protocol."""
+    protocol, for TRAINED models the training protocol, and a tuned run's overlay keys."""
     key = f"{name}-{seed}-{settings.key()}-{run_date:%Y%m%d}-e{EVALUATION_PROTOCOL}"
-    return f"{key}-p{TRAINING_PROTOCOL}" if name in TRAINED else key
+    key = f"{key}-p{TRAINING_PROTOCOL}" if name in TRAINED else key
+    return f"{key}-t{tuned.digest()}" if tuned is not None else key
+
+
+def row_label(record: dict[str, Any]) -> str:
+    """A results row's name: the model's label, and a tuned run's overlay."""
+    label = LABELS[record["model"]]
+    return f"{label}, tuned ({record['tuned']})" if record.get("tuned") else label
+
+
+def _rows(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str | None], list[dict[str, Any]]]:
+    """Runs grouped by row (model, tuned overlay or None), defaults first, in :data:`MODELS` order."""
+    rows: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    order = {name: i for i, name in enumerate(MODELS)}
+    for record in sorted(records, key=lambda r: (order[r["model"]], r.get("tuned") or "")):
+        rows.setdefault((record["model"], record.get("tuned")), []).append(record)
+    return rows
 
 
 def experiment_config(
@@ -236,9 +296,15 @@ def _metrics(test: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
 
 
 def run_trained(
-    name: str, seed: int, config: Config, settings: Settings, work_dir: Path, run_date: dt.date = RUN_DATE
+    name: str,
+    seed: int,
+    config: Config,
+    settings: Settings,
+    work_dir: Path,
+    run_date: dt.date = RUN_DATE,
+    tuned: Tuned | None = None,
 ) -> dict[str, Any]:
-    """Train one of :data:`TRAINED` with ``seed`` and test its best-validation weights."""
+    """Train one of :data:`TRAINED` with ``seed`` (and ``tuned``'s keys); test its best-validation weights."""
     from model.data import SequenceData, read_sequences
     from model.train import train_and_evaluate
 
@@ -248,8 +314,12 @@ def run_trained(
             "train": config.train.model_copy(update={"seed": seed}),
         }
     )
+    if tuned is not None:
+        from model.tune import apply
+
+        config = apply(config, tuned.keys)
     data = SequenceData.from_arrow(read_sequences(config.table_path("sequences"), run_date))
-    checkpoints = work_dir / "checkpoints" / run_key(name, seed, settings, run_date)
+    checkpoints = work_dir / "checkpoints" / run_key(name, seed, settings, run_date, tuned)
     trained = train_and_evaluate(config, data, checkpoints, run_date, "cpu")
     metrics = trained.metrics
     record: dict[str, Any] = {
@@ -331,17 +401,27 @@ def run_recbole(
 
 
 def run_one(
-    name: str, seed: int, config: Config, settings: Settings, work_dir: Path, dataset: Dataset = Dataset()
+    name: str,
+    seed: int,
+    config: Config,
+    settings: Settings,
+    work_dir: Path,
+    dataset: Dataset = Dataset(),
+    tuned: Tuned | None = None,
 ) -> dict[str, Any]:
-    """One (model, seed) run on ``dataset`` (``work_dir``: its folder), from the cache when an
-    identical run finished before."""
-    path = work_dir / "runs" / f"{run_key(name, seed, settings, dataset.run_date)}.json"
+    """One (model, seed) run on ``dataset`` (``work_dir``: its folder), with ``tuned``'s keys if
+    given, from the cache when an identical run finished before."""
+    path = work_dir / "runs" / f"{run_key(name, seed, settings, dataset.run_date, tuned)}.json"
+    what = name if tuned is None else f"{name} tuned ({tuned.label})"
     if path.exists():
-        log.info("%s seed %d: cached %s", name, seed, path)
+        log.info("%s seed %d: cached %s", what, seed, path)
         return json.loads(path.read_text())
-    log.info("%s seed %d: running", name, seed)
+    log.info("%s seed %d: running", what, seed)
     started = time.perf_counter()
-    if name in TRAINED:
+    if tuned is not None:
+        record = run_trained(name, seed, config, settings, work_dir, dataset.run_date, tuned)
+        record.update(tuned=tuned.label, overlay=tuned.keys)
+    elif name in TRAINED:
         record = run_trained(name, seed, config, settings, work_dir, dataset.run_date)
     elif name == "als":
         record = run_als(seed, config, settings, dataset.run_date)
@@ -362,7 +442,7 @@ def run_one(
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
-    log.info("%s seed %d: %s", name, seed, record["test"])
+    log.info("%s seed %d: %s", what, seed, record["test"])
     return record
 
 
@@ -372,19 +452,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def results_table(records: Sequence[dict[str, Any]]) -> str:
-    """Markdown: one row per model, mean +- std over its seeds of each metric, and epoch time."""
-    by_model: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_model.setdefault(record["model"], []).append(record)
+    """Markdown: one row per model (and tuned overlay), mean +- std over its seeds of each metric,
+    and epoch time."""
     header = ["Model", "Seeds"]
     header += [f"{variant} {name.upper()}" for variant in VARIANTS for name in COLUMNS]
     header += ["s/epoch (CPU)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in MODELS:
-        runs = by_model.get(name)
-        if not runs:
-            continue
-        cells = [LABELS[name], str(len(runs))]
+    for runs in _rows(records).values():
+        cells = [row_label(runs[0]), str(len(runs))]
         for variant in VARIANTS:
             for metric in COLUMNS:
                 mean, std = _mean_std([r["test"][variant][metric] for r in runs])
@@ -415,23 +490,20 @@ def plot_results(records: Sequence[dict[str, Any]], path: Path, title: str = "ML
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [name for name in MODELS if any(r["model"] == name for r in records)]
-    figure, axis = plt.subplots(figsize=(9, 4))
+    rows = list(_rows(records).values())
+    figure, axis = plt.subplots(figsize=(9 + 0.6 * max(len(rows) - 8, 0), 4))
     width = 0.38
     for offset, variant in enumerate(VARIANTS):
-        stats = [
-            _mean_std([r["test"][variant]["ndcg@10"] for r in records if r["model"] == name])
-            for name in names
-        ]
+        stats = [_mean_std([r["test"][variant]["ndcg@10"] for r in runs]) for runs in rows]
         axis.bar(
-            [i + (offset - 0.5) * width for i in range(len(names))],
+            [i + (offset - 0.5) * width for i in range(len(rows))],
             [mean for mean, _ in stats],
             width,
             yerr=[std for _, std in stats],
             capsize=3,
             label=variant,
         )
-    axis.set_xticks(range(len(names)), [LABELS[name] for name in names], rotation=20, ha="right")
+    axis.set_xticks(range(len(rows)), [row_label(runs[0]) for runs in rows], rotation=20, ha="right")
     axis.set_ylabel("test NDCG@10")
     axis.set_title(f"{title}, leave-one-out, full ranking (mean ± std over seeds)")
     axis.legend(title="variant")
@@ -507,6 +579,15 @@ def write_report(
         "Settings: " + ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(settings).items()) + ".",
         "",
     ]
+    overlays = {(r["model"], r["tuned"]): r["overlay"] for r in records if r.get("tuned")}
+    if overlays:
+        text += ["Tuned rows: each overlay's keys, applied over the settings above.", ""]
+        for (name, label), keys in overlays.items():
+            flat = ", ".join(
+                f"{section}.{k} {v}" for section, values in keys.items() for k, v in values.items()
+            )
+            text.append(f"- {LABELS[name]}, tuned ({label}): {flat}.")
+        text.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(text))
     out.with_suffix(".json").write_text(json.dumps(list(records), indent=2, sort_keys=True) + "\n")
@@ -543,6 +624,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             f"--{field.name.replace('_', '-')}", type=type(getattr(defaults, field.name)), default=None
         )
+    parser.add_argument(
+        "--tuned",
+        action="append",
+        default=[],
+        metavar="MODEL=OVERLAY",
+        help="also run MODEL with a configuration overlay (model.tune's or model.time_scale's .best.yaml), "
+        "as its own row beside the defaults (repeatable)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args(argv)
     configure_logging()
@@ -556,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         dataset = Dataset.of(args.dataset, args.input, args.format_name, args.run_date)
+        tuned = [Tuned.parse(text) for text in args.tuned]
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     work_dir = dataset.work_dir(args.work_dir)
@@ -565,6 +655,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         for seed in args.seeds:
             records.append(run_one(name, seed, config, settings, work_dir, dataset))
+            write_report(args.out, records, settings, argv, dataset)
+    for one in tuned:
+        for seed in args.seeds:
+            records.append(run_one(one.model, seed, config, settings, work_dir, dataset, one))
             write_report(args.out, records, settings, argv, dataset)
     print(results_table(records))
     print(f"wrote {args.out}")

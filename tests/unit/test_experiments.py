@@ -199,3 +199,46 @@ def test_recbole_reads_the_embedded_ml100k_or_the_pipelines_export(tmp_path):
     assert (record["n_test_users"], record["n_items"]) == (30, 25)
     for metrics in record["test"].values():
         assert 0.0 <= metrics["mrr@10"] <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1.0
+
+
+def test_tuned_rows_run_with_their_overlay_beside_the_defaults(tmp_path):
+    overlay = tmp_path / "sasrec-2024-01-01.best.yaml"
+    overlay.write_text("model:\n  hidden_size: 16\n  max_seq_len: 5\ntrain:\n  lr: 0.02\n")
+    tuned = experiments.Tuned.parse(f"sasrec={overlay}")
+    assert tuned == experiments.Tuned(
+        "sasrec",
+        "sasrec-2024-01-01.best",
+        {"model": {"hidden_size": 16, "max_seq_len": 5}, "train": {"lr": 0.02}},
+    )
+    for bad, error in (
+        ("pop=" + str(overlay), ValueError),
+        ("sasrec", ValueError),
+        ("sasrec=/no/file", OSError),
+    ):
+        with pytest.raises(error, match="--tuned"):
+            experiments.Tuned.parse(bad)
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ValueError, match="not a configuration overlay"):
+        experiments.Tuned.parse(f"sasrec={tmp_path / 'list.yaml'}")
+
+    settings = Settings(max_len=20, epochs=1, patience=1, batch_size=8)
+    config = experiment_config(tmp_path, settings)
+    table = build_sequences_table(cycle_ratings(n_users=20, n_items=30, length=8), valid_from=RUN_DATE)
+    write_sequences_delta(table, tmp_path / "lake" / "sequences")
+    default = run_one("sasrec", 3, config, settings, tmp_path)
+    tuned_run = run_one("sasrec", 3, config, settings, tmp_path, tuned=tuned)
+    assert "tuned" not in default and tuned_run["tuned"] == "sasrec-2024-01-01.best"
+    assert tuned_run["overlay"] == tuned.keys
+    assert tuned_run["parameters"] < default["parameters"]  # hidden 16 and 5 positions, not 64 and 20
+    assert len(list((tmp_path / "runs").glob("sasrec-3-*.json"))) == 2  # its own cache entry
+
+    lines = results_table([default, tuned_run, _record("pop", 1, 0.02)]).splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        "Popularity",
+        "SASRec (ours)",
+        "SASRec (ours), tuned (sasrec-2024-01-01.best)",
+    ]
+    out = tmp_path / "report.md"
+    experiments.write_report(out, [default, tuned_run], settings, ["--tuned", f"sasrec={overlay}"])
+    expected = "model.hidden_size 16, model.max_seq_len 5, train.lr 0.02."
+    assert f"- SASRec (ours), tuned (sasrec-2024-01-01.best): {expected}" in out.read_text()
