@@ -5,11 +5,19 @@ whose ``meta.level`` is ``row`` also defines which rows are quarantined: :func:`
 turns its configuration into a Spark column predicate that is true for exactly the rows GE
 counts as unexpected (nulls are "missing", not unexpected, for every type but not-null, as in
 GE). :func:`tag_rows` applies all of them in one pass of column expressions and names each
-quarantined row after the first expectation it fails. GE then validates the tagged frame on
-the executors (never collecting rows to the driver): row expectations with a ``mostly`` that
-allows the configured quarantine share, batch expectations (schema, quarantine ratio, row
-count) that must hold. A failed validation raises :class:`GateError`, which names the failing
-expectations and their counts.
+quarantined row after the first expectation it fails. GE then validates the tagged frame: row
+expectations with a ``mostly`` that allows the configured quarantine share, batch expectations
+(schema, quarantine ratio, row count) that must hold. A failed validation raises
+:class:`GateError`, which names the failing expectations and their counts.
+
+Engines. A large frame is validated by GE's Spark engine on the executors, never collected to
+the driver. A frame of at most :data:`PANDAS_MAX_ROWS` rows (a night's few drops, or its changed
+users' sequences) is collected through Arrow, only the columns the suite names, and validated
+by GE's pandas engine: the Spark engine's cost is mostly per expectation and per metric (about
+1.5-2 s of driver work per validation, whatever the rows), which a night's small batches would
+otherwise pay three times. The suites name Spark types; on pandas each is the NumPy dtype that
+Arrow gives it (``LongType`` -> int64, ...), with integer columns kept nullable, so both engines
+judge the same values. The ratings gate checks GE's counts against its own predicates' either way.
 
 Results of every validation are kept as JSON and as a Data Docs HTML page
 (``<lake>/<pipeline.validation_dir>/<run_date>/<suite>.json|.html``).
@@ -38,6 +46,19 @@ ROW = "row"
 BATCH = "batch"
 PARAMETER = "$PARAMETER"
 DEFAULT_RESULT_FORMAT = "BASIC"
+#: Spark frames of at most this many rows are validated on GE's pandas engine (see the module docstring).
+PANDAS_MAX_ROWS = 500_000
+#: A suite's Spark type names as the dtypes of :func:`to_pandas`'s columns (GE's pandas engine).
+PANDAS_TYPES = {
+    "LongType": "int64",
+    "IntegerType": "int32",
+    "ShortType": "int16",
+    "ByteType": "int8",
+    "DoubleType": "float64",
+    "FloatType": "float32",
+    "BooleanType": "bool",
+    "StringType": "object",
+}
 
 
 class GateError(RuntimeError):
@@ -212,16 +233,59 @@ def _context() -> Any:
     return context
 
 
+def suite_columns(suite: Suite) -> list[str]:
+    """The columns the suite's expectations name, in order of first mention."""
+    names: list[str] = []
+    for expectation in suite.expectations:
+        kwargs = expectation.kwargs
+        for column in [kwargs["column"]] if "column" in kwargs else list(kwargs.get("column_list", ())):
+            if column not in names:
+                names.append(column)
+    return names
+
+
+def to_pandas(df: DataFrame, columns: Sequence[str]) -> pandas.DataFrame:
+    """``df``'s ``columns`` collected through Arrow; integer columns as pandas' nullable integers
+    (a null stays a null of an int64 column, as in Spark, not a NaN of a float64 one)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    nullable = {
+        pa.int8(): pd.Int8Dtype(),
+        pa.int16(): pd.Int16Dtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+    }
+    table = df.select(*(columns or df.columns[:1])).toArrow()
+    return table.to_pandas(types_mapper=nullable.get)
+
+
+def _on_pandas(expectations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The suite's expectations with Spark type names replaced by :data:`PANDAS_TYPES`' dtypes."""
+    out = []
+    for expectation in expectations:
+        expectation = dict(expectation)
+        kwargs = expectation.get("kwargs", {})
+        spark_type = kwargs.get("type_")
+        if expectation["type"] == "expect_column_values_to_be_of_type" and spark_type in PANDAS_TYPES:
+            expectation["kwargs"] = {**kwargs, "type_": PANDAS_TYPES[spark_type]}
+        out.append(expectation)
+    return out
+
+
 def validate(
     df: DataFrame | pandas.DataFrame,
     suite: Suite,
     parameters: Mapping[str, Any],
     result_format: str | Mapping[str, Any] = DEFAULT_RESULT_FORMAT,
+    rows: int | None = None,
 ) -> ExpectationSuiteValidationResult:
     """Validate ``df`` with GE 1.x (ephemeral context, whole-frame batch of a dataframe asset).
 
-    ``df``: a Spark DataFrame, or a pandas one for results that are small by construction (one
-    row per drop), which GE's pandas engine validates without a Spark job.
+    ``df``: a Spark DataFrame, or a pandas one (for results that are small by construction, one
+    row per drop). A Spark frame of at most :data:`PANDAS_MAX_ROWS` rows (``rows``, when the
+    caller has counted them; else counted here, which materialises a persisted frame's cache)
+    is validated on GE's pandas engine, the columns the suite names collected through Arrow.
 
     On a Spark frame, the examples of unexpected values (``partial_unexpected_list``) cost one
     Spark job per expectation. They are fetched only when some expectation found unexpected
@@ -234,6 +298,18 @@ def validate(
 
     context = _context()
     label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
+    expectations = [dict(e) for e in suite.config["expectations"]]
+    if not isinstance(df, pd.DataFrame):
+        rows = df.count() if rows is None else rows
+        if rows <= PANDAS_MAX_ROWS:
+            log.debug("suite %s: %s rows, validated on GE's pandas engine", suite.name, f"{rows:,}")
+            columns = suite_columns(suite)
+            if isinstance(result_format, Mapping):
+                columns += [
+                    c for c in result_format.get("unexpected_index_column_names", ()) if c not in columns
+                ]
+            df = to_pandas(df, columns)
+            expectations = _on_pandas(expectations)
     if isinstance(df, pd.DataFrame):
         source = context.data_sources.add_pandas(name=label)
     else:
@@ -246,7 +322,7 @@ def validate(
     gx_suite = context.suites.add(
         gx.ExpectationSuite(
             name=label,
-            expectations=[dict(e) for e in suite.config["expectations"]],
+            expectations=expectations,
             meta=dict(suite.config.get("meta", {})),
         )
     )

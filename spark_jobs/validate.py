@@ -518,7 +518,7 @@ def run_sequences_gate(
             )
             log.info("sequences gate %s: no sequence changed tonight", ctx.run_date)
             return summary
-        result = validate(checks, suite, parameters)
+        result = validate(checks, suite, parameters, rows=users)
     finally:
         checks.unpersist()
     summary = {"users": users, "parameters": parameters}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from expectations import gate
 from expectations.gate import Expectation, GateError, load_suite, row_predicates, tag_rows, validate
 from spark_jobs import ingest, silver
 from spark_jobs.common import RunContext, table_exists
@@ -57,7 +58,16 @@ def _bronze_like(spark):
     return spark.createDataFrame(rows, TAGGED)
 
 
-def test_gate_predicates_and_ge_flag_the_same_rows(spark):
+@pytest.fixture(params=["spark", "pandas"])
+def engine(request, monkeypatch):
+    """GE's engine for every validation of the test: Spark (no frame is small enough for pandas),
+    or pandas (the default for frames of at most gate.PANDAS_MAX_ROWS rows, as these are)."""
+    if request.param == "spark":
+        monkeypatch.setattr(gate, "PANDAS_MAX_ROWS", -1)
+    return request.param
+
+
+def test_gate_predicates_and_ge_flag_the_same_rows(spark, engine):
     suite = load_suite("ratings")
     parameters = ratings_parameters(_config(Path("/tmp")))
     tagged = tag_bronze(_bronze_like(spark), suite, parameters)
@@ -111,7 +121,8 @@ def _jobs(spark, run):
     return value, len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
 
 
-def test_examples_of_unexpected_values_are_fetched_only_when_some_rows_are_unexpected(spark):
+def test_examples_of_unexpected_values_are_fetched_only_when_some_rows_are_unexpected(spark, monkeypatch):
+    monkeypatch.setattr(gate, "PANDAS_MAX_ROWS", -1)  # the Spark engine's example queries
     suite = load_suite("ratings")
     parameters = ratings_parameters(_config(Path("/tmp")))
     tagged = tag_bronze(_bronze_like(spark), suite, parameters).persist()
@@ -251,7 +262,41 @@ def _sequences_failures(spark, rows, max_seq_len=200):
     return sorted(r.expectation_config.kwargs.get("column") for r in result.results if not r.success)
 
 
-def test_sequences_gate_accepts_the_contract(spark):
+def test_both_engines_judge_a_batch_alike(spark):
+    """The same batch on GE's Spark and pandas engines: the same verdict and counts per expectation."""
+    suite = load_suite("ratings")
+    parameters = ratings_parameters(_config(Path("/tmp")))
+    tagged = tag_bronze(_bronze_like(spark), suite, parameters).persist()
+    try:
+
+        def verdicts(result):
+            counts = ("element_count", "unexpected_count", "missing_count")
+            rows = []
+            for r in result.results:
+                config = r.expectation_config
+                rows.append((config.type, config.kwargs.get("column"), r.success, *map(r.result.get, counts)))
+            return rows
+
+        on_spark = gate.validate(tagged, suite, parameters, rows=gate.PANDAS_MAX_ROWS + 1)
+        on_pandas = gate.validate(tagged, suite, parameters, rows=tagged.count())
+        assert verdicts(on_spark) == verdicts(on_pandas)
+        assert on_spark.success == on_pandas.success
+        assert gate.unexpected_counts(on_spark) == gate.unexpected_counts(on_pandas)
+        assert any(n for n in gate.unexpected_counts(on_pandas).values())
+        # a drifted type fails the schema expectation on both engines
+        drifted = tagged.withColumn("user_id", tagged["user_id"].cast("int"))
+        for rows in (gate.PANDAS_MAX_ROWS + 1, 12):
+            failed = [
+                r.expectation_config.kwargs["column"]
+                for r in gate.validate(drifted, suite, parameters, rows=rows).results
+                if r.expectation_config.type == "expect_column_values_to_be_of_type" and not r.success
+            ]
+            assert failed == ["user_id"], rows
+    finally:
+        tagged.unpersist()
+
+
+def test_sequences_gate_accepts_the_contract(spark, engine):
     assert _sequences_failures(spark, GOOD_SEQUENCES, max_seq_len=3) == []
 
 
@@ -267,5 +312,5 @@ def test_sequences_gate_accepts_the_contract(spark):
         ((1, [10, 11], [1, 2], [0, 1], [0, 0], [0, 2], 2), ["user_id"]),  # user 1 twice
     ],
 )
-def test_sequences_gate_rejects_broken_sequences(spark, row, failing):
+def test_sequences_gate_rejects_broken_sequences(spark, engine, row, failing):
     assert _sequences_failures(spark, [*GOOD_SEQUENCES[:1], row], max_seq_len=3) == failing
