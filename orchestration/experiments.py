@@ -109,7 +109,8 @@ class Settings:
 # 2: histories longer than max_len train as overlapping windows (model.data.training_windows).
 # 3: the model's window is its own key (model.max_seq_len = max_len): SASRec's position table
 #    is sized by it, not by the history kept.
-TRAINING_PROTOCOL = 3
+# 4: SS4Rec's default gap transform is log1p (docs/time_scale.md), not the released linear gap.
+TRAINING_PROTOCOL = 4
 # How every run is evaluated: part of every run's cache key (RecBole's too).
 # 2: ties are ranked ahead of the target (model.evaluate.target_ranks).
 EVALUATION_PROTOCOL = 2

@@ -123,7 +123,8 @@ class ModelConfig(_Section):
     # The default keeps ModelConfigs built directly, as tests do, valid.
     max_seq_len: int = Field(default=200, gt=1)
     # SS4Rec's time scale (docs/time_scale.md): S5 sees gap_seconds / time_unit_seconds, or its
-    # log1p with gap_transform log1p. The defaults (base.yaml's values) keep direct builds valid.
+    # log1p with gap_transform log1p (base.yaml's default). The defaults here are the released
+    # setting, which a model saved before these keys existed was trained with.
     time_unit_seconds: float = Field(default=1.0, gt=0)
     gap_transform: Literal["linear", "log1p"] = "linear"
 
