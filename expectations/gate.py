@@ -17,7 +17,11 @@ by GE's pandas engine: the Spark engine's cost is mostly per expectation and per
 1.5-2 s of driver work per validation, whatever the rows), which a night's small batches would
 otherwise pay three times. The suites name Spark types; on pandas each is the NumPy dtype that
 Arrow gives it (``LongType`` -> int64, ...), with integer columns kept nullable, so both engines
-judge the same values. The ratings gate checks GE's counts against its own predicates' either way.
+judge the same values; a suite the pandas engine cannot judge alike (a type outside that map, a
+check of the table's set of columns) stays on Spark. One difference remains: a floating-point NaN,
+which Spark tells from a null, is a null on pandas (the gated frames hold none: ingest turns
+non-finite values into parse errors). The ratings gate checks GE's counts against its own
+predicates' either way.
 
 Results of every validation are kept as JSON and as a Data Docs HTML page
 (``<lake>/<pipeline.validation_dir>/<run_date>/<suite>.json|.html``).
@@ -238,10 +242,25 @@ def suite_columns(suite: Suite) -> list[str]:
     names: list[str] = []
     for expectation in suite.expectations:
         kwargs = expectation.kwargs
-        for column in [kwargs["column"]] if "column" in kwargs else list(kwargs.get("column_list", ())):
+        named = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
+        for column in [*named, *kwargs.get("column_list", ())]:
             if column not in names:
                 names.append(column)
     return names
+
+
+def pandas_can_judge(suite: Suite) -> bool:
+    """Whether GE's pandas engine judges ``suite`` as the Spark engine would on :func:`to_pandas`'s
+    frame: no expectation on the table's set of columns (the frame holds only the named ones), and
+    every type expectation names a type of :data:`PANDAS_TYPES`."""
+    for expectation in suite.expectations:
+        if expectation.type.startswith("expect_table_column"):
+            return False
+        if expectation.type == "expect_column_values_to_be_of_type" and (
+            expectation.kwargs.get("type_") not in PANDAS_TYPES
+        ):
+            return False
+    return True
 
 
 def to_pandas(df: DataFrame, columns: Sequence[str]) -> pandas.DataFrame:
@@ -256,7 +275,9 @@ def to_pandas(df: DataFrame, columns: Sequence[str]) -> pandas.DataFrame:
         pa.int32(): pd.Int32Dtype(),
         pa.int64(): pd.Int64Dtype(),
     }
-    table = df.select(*(columns or df.columns[:1])).toArrow()
+    # A column the frame lacks is left out: GE then fails its expectation, as on Spark.
+    present = [c for c in columns if c in df.columns] or df.columns[:1]
+    table = df.select(*present).toArrow()
     return table.to_pandas(types_mapper=nullable.get)
 
 
@@ -285,7 +306,8 @@ def validate(
     ``df``: a Spark DataFrame, or a pandas one (for results that are small by construction, one
     row per drop). A Spark frame of at most :data:`PANDAS_MAX_ROWS` rows (``rows``, when the
     caller has counted them; else counted here, which materialises a persisted frame's cache)
-    is validated on GE's pandas engine, the columns the suite names collected through Arrow.
+    is validated on GE's pandas engine, the columns the suite names collected through Arrow,
+    when :func:`pandas_can_judge` the suite.
 
     On a Spark frame, the examples of unexpected values (``partial_unexpected_list``) cost one
     Spark job per expectation. They are fetched only when some expectation found unexpected
@@ -299,7 +321,7 @@ def validate(
     context = _context()
     label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
     expectations = [dict(e) for e in suite.config["expectations"]]
-    if not isinstance(df, pd.DataFrame):
+    if not isinstance(df, pd.DataFrame) and pandas_can_judge(suite):
         rows = df.count() if rows is None else rows
         if rows <= PANDAS_MAX_ROWS:
             log.debug("suite %s: %s rows, validated on GE's pandas engine", suite.name, f"{rows:,}")

@@ -54,6 +54,12 @@ VARIANTS: tuple[Variant, ...] = ("paper", "production")
 METRICS = ("hr", "ndcg", "mrr")
 
 
+# How a model is evaluated: part of the cache key of every stored result (the results table's runs,
+# the time-scale study's settings), so a change of protocol never reuses a result of the old one.
+# 2: ties are ranked ahead of the target (target_ranks).
+EVALUATION_PROTOCOL = 2
+
+
 def run_timestamp(run_date: dt.date) -> int:
     """The production query time of a run: midnight UTC at the end of ``run_date`` (seconds).
 

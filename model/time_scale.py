@@ -13,8 +13,10 @@ best weights on the validation users in both variants. Test users are never look
 default is then chosen by validation NDCG@10 in the production variant, the one the nightly
 promotion policy reads.
 
-Results are kept per setting in ``<out>.json`` (with the configuration each ran), so an
-interrupted study resumes where it stopped; a setting whose configuration changed runs again.
+Results are kept per setting in ``<out>.json`` (with a fingerprint of the configuration, run
+date, data and evaluation protocol each ran with), so an interrupted study resumes where it
+stopped; a setting whose fingerprint changed runs again. The report shows every stored setting
+of the current fingerprint, so ``--only`` reruns a few without dropping the others.
 The report (``<out>``: a Markdown table, and ``<out>`` with suffix ``.svg``: a chart) and the
 best setting as a configuration overlay (``<out>`` with suffix ``.best.yaml``) are rewritten
 after every setting. docs/time_scale.md discusses the figures.
@@ -39,6 +41,7 @@ from typing import Any
 import yaml
 
 from model.data import SequenceData, read_sequences
+from model.evaluate import EVALUATION_PROTOCOL
 from model.train import resolve_device
 from model.tune import apply, fit_on_validation
 from recsys.cli import add_run_date_argument, configure_logging
@@ -89,10 +92,19 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def fingerprint(config: Config) -> str:
-    """What a result depends on besides the data: the model and train sections."""
+def fingerprint(config: Config, data: SequenceData, run_date: dt.date) -> str:
+    """What a result depends on: the model and train sections, the run date, the data's extent
+    (items, users, validation users) and the evaluation protocol."""
     payload = config.model_dump(mode="json")
-    text = json.dumps({k: payload[k] for k in ("model", "train")}, sort_keys=True)
+    text = json.dumps(
+        {
+            **{k: payload[k] for k in ("model", "train")},
+            "run_date": run_date.isoformat(),
+            "data": [data.n_items, data.n_users, len(data.view("valid"))],
+            "evaluation": EVALUATION_PROTOCOL,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -121,7 +133,7 @@ def run_study(
     results = load_results(store)
     for setting in settings:
         setting_config = apply(config, setting.keys)
-        key = fingerprint(setting_config)
+        key = fingerprint(setting_config, data, run_date)
         if results.get(setting.label, {}).get("fingerprint") == key:
             log.info("time scale %s: done already", setting.label)
             continue
@@ -156,8 +168,25 @@ def run_study(
             "results": results,
         }
         save(store, payload)
-        write_report(results, [s for s in settings if s.label in results], out, config, command)
+        write_report(results, reported(results, settings, config, data, run_date), out, config, command)
     return results
+
+
+def reported(
+    results: dict[str, dict[str, Any]],
+    settings: Sequence[Setting],
+    config: Config,
+    data: SequenceData,
+    run_date: dt.date,
+) -> list[Setting]:
+    """The settings the report shows: every one (of ``settings`` and :data:`SETTINGS`) whose
+    stored result is of this configuration and data, so a run of a few (``--only``) keeps the rest."""
+    candidates = [*SETTINGS, *(s for s in settings if s not in SETTINGS)]
+    return [
+        s
+        for s in candidates
+        if results.get(s.label, {}).get("fingerprint") == fingerprint(apply(config, s.keys), data, run_date)
+    ]
 
 
 def best_setting(results: dict[str, dict[str, Any]]) -> str:
@@ -260,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "model.time_scale", *(sys.argv[1:] if argv is None else argv)])
     device = str(resolve_device(config.device))
     results = run_study(config, data, args.run_date, args.out, settings, device, command)
-    best = best_setting({s.label: results[s.label] for s in settings})
+    best = best_setting(
+        {s.label: results[s.label] for s in reported(results, settings, config, data, args.run_date)}
+    )
     print(f"best by validation {OBJECTIVE_VARIANT} NDCG@10: {best}; report {args.out}")
     return 0
 

@@ -62,6 +62,7 @@ from typing import Any
 
 import torch
 
+from model import evaluate
 from recsys.cli import configure_logging
 from recsys.config import PROJECT_ROOT, Config, DatasetName, load_config
 from recsys.datasets.formats import FORMATS
@@ -111,9 +112,9 @@ class Settings:
 #    is sized by it, not by the history kept.
 # 4: SS4Rec's default gap transform is log1p (docs/time_scale.md), not the released linear gap.
 TRAINING_PROTOCOL = 4
-# How every run is evaluated: part of every run's cache key (RecBole's too).
-# 2: ties are ranked ahead of the target (model.evaluate.target_ranks).
-EVALUATION_PROTOCOL = 2
+# How every run is evaluated (model.evaluate.EVALUATION_PROTOCOL): part of every run's cache
+# key, RecBole's too.
+EVALUATION_PROTOCOL = evaluate.EVALUATION_PROTOCOL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +195,13 @@ class Tuned:
             raise ValueError(
                 f"--tuned {text!r}: {file} is not a configuration overlay ({{section: {{key: value}}}})"
             )
+        fixed = [
+            f"{part}.{key}"
+            for part, key in (("model", "name"), ("train", "seed"))
+            if key in keys.get(part, {})
+        ]
+        if fixed:
+            raise ValueError(f"--tuned {text!r}: {file} sets {', '.join(fixed)}, which each row sets itself")
         return cls(name, file.stem, keys)
 
     def digest(self) -> str:
@@ -649,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
         tuned = [Tuned.parse(text) for text in args.tuned]
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
+    rows = [(one.model, one.label) for one in tuned]
+    if len(set(rows)) < len(rows):
+        parser.error(f"--tuned: two overlays of one model share a file name {sorted(rows)}: rename one")
     work_dir = dataset.work_dir(args.work_dir)
     config = experiment_config(work_dir, settings, dataset)
     ensure_sequences(config, dataset)

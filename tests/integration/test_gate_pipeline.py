@@ -296,6 +296,31 @@ def test_both_engines_judge_a_batch_alike(spark):
         tagged.unpersist()
 
 
+def test_pandas_engine_keeps_what_it_cannot_judge_alike_on_spark(spark, engine):
+    suite = load_suite("ratings")
+    parameters = ratings_parameters(_config(Path("/tmp")))
+    tagged = tag_bronze(_bronze_like(spark), suite, parameters)
+    # a column the frame lacks fails its expectations (results kept), on either engine
+    result = validate(tagged.drop("rating"), suite, parameters)
+    assert not result.success
+    assert all(
+        r.success is False for r in result.results if r.expectation_config.kwargs.get("column") == "rating"
+    )
+    assert gate.pandas_can_judge(suite)
+    for extra in (
+        {
+            "type": "expect_column_values_to_be_of_type",
+            "kwargs": {"column": "drop_date", "type_": "DateType"},
+        },
+        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["user_id"]}},
+    ):
+        other = gate.Suite("x", {**suite.config, "expectations": [*suite.config["expectations"], extra]})
+        assert not gate.pandas_can_judge(other)
+    assert gate.suite_columns(
+        gate.Suite("y", {"expectations": [{"type": "t", "kwargs": {"column_A": "a", "column_B": "b"}}]})
+    ) == ["a", "b"]
+
+
 def test_sequences_gate_accepts_the_contract(spark, engine):
     assert _sequences_failures(spark, GOOD_SEQUENCES, max_seq_len=3) == []
 

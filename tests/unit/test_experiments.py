@@ -217,6 +217,16 @@ def test_tuned_rows_run_with_their_overlay_beside_the_defaults(tmp_path):
     ):
         with pytest.raises(error, match="--tuned"):
             experiments.Tuned.parse(bad)
+    (tmp_path / "named.yaml").write_text("model:\n  name: ss4rec\ntrain:\n  seed: 1\n")
+    with pytest.raises(ValueError, match=r"sets model.name, train.seed"):
+        experiments.Tuned.parse(f"sasrec={tmp_path / 'named.yaml'}")
+    twice = tmp_path / "again"
+    twice.mkdir()
+    (twice / overlay.name).write_text(overlay.read_text())
+    with pytest.raises(SystemExit):
+        experiments.main(
+            ["--models", "pop", "--tuned", f"sasrec={overlay}", "--tuned", f"sasrec={twice / overlay.name}"]
+        )
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ValueError, match="not a configuration overlay"):
         experiments.Tuned.parse(f"sasrec={tmp_path / 'list.yaml'}")
