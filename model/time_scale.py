@@ -243,27 +243,16 @@ def write_report(
 
 
 def plot(results: dict[str, dict[str, Any]], settings: Sequence[Setting], path: Path, model: str) -> None:
-    import matplotlib
+    from recsys.plots import variant_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(9, 4))
-    width = 0.38
-    for offset, variant in enumerate(VARIANTS):
-        axis.bar(
-            [i + (offset - 0.5) * width for i in range(len(settings))],
-            [results[s.label]["valid"][variant]["ndcg@10"] for s in settings],
-            width,
-            label=variant,
-        )
-    axis.set_xticks(range(len(settings)), [s.label for s in settings], rotation=20, ha="right")
-    axis.set_ylabel("validation NDCG@10")
-    axis.set_title(f"{model}: S5's time scale (one seed)")
-    axis.legend(title="variant")
-    figure.tight_layout()
-    figure.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(figure)
+    values = {v: [results[s.label]["valid"][v]["ndcg@10"] for s in settings] for v in VARIANTS}
+    variant_bars(
+        path,
+        [s.label for s in settings],
+        values,
+        "validation NDCG@10",
+        f"{model}: S5's time scale (one seed)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -493,32 +493,19 @@ def rating_table(records: Sequence[dict[str, Any]]) -> str | None:
 
 
 def plot_results(records: Sequence[dict[str, Any]], path: Path, title: str = "ML-100K") -> None:
-    """Bar chart of NDCG@10 (mean, error bar = std over seeds) per model and variant, as SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Bar chart of NDCG@10 (mean, error bar = std over seeds) per row and variant, as SVG."""
+    from recsys.plots import variant_bars
 
     rows = list(_rows(records).values())
-    figure, axis = plt.subplots(figsize=(9 + 0.6 * max(len(rows) - 8, 0), 4))
-    width = 0.38
-    for offset, variant in enumerate(VARIANTS):
-        stats = [_mean_std([r["test"][variant]["ndcg@10"] for r in runs]) for runs in rows]
-        axis.bar(
-            [i + (offset - 0.5) * width for i in range(len(rows))],
-            [mean for mean, _ in stats],
-            width,
-            yerr=[std for _, std in stats],
-            capsize=3,
-            label=variant,
-        )
-    axis.set_xticks(range(len(rows)), [row_label(runs[0]) for runs in rows], rotation=20, ha="right")
-    axis.set_ylabel("test NDCG@10")
-    axis.set_title(f"{title}, leave-one-out, full ranking (mean ± std over seeds)")
-    axis.legend(title="variant")
-    figure.tight_layout()
-    figure.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(figure)
+    stats = {v: [_mean_std([r["test"][v]["ndcg@10"] for r in runs]) for runs in rows] for v in VARIANTS}
+    variant_bars(
+        path,
+        [row_label(runs[0]) for runs in rows],
+        {v: [mean for mean, _ in s] for v, s in stats.items()},
+        "test NDCG@10",
+        f"{title}, leave-one-out, full ranking (mean ± std over seeds)",
+        errors={v: [std for _, std in s] for v, s in stats.items()},
+    )
 
 
 def dataset_title(dataset: Dataset) -> str:
