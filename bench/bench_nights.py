@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.csv as pacsv
 from bench_pipeline import CSV_SCHEMA, DEFAULT_INPUT, bench_spark, ensure_input, warm_page_cache
-from common import RESULTS_DIR, PeakRSS, write_result
+from common import RESULTS_DIR, PeakRSS, counter_delta, jvm_counters, write_result
 
 from recsys.cli import configure_logging
 from recsys.config import load_config
@@ -124,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             files = drop_files(landing, first, run_date)
             floor = floor_seconds(spark, files, work / "floor.parquet")
             ctx = RunContext.for_date(config, run_date, run_id=f"bench-{name}")
+            counters = jvm_counters(spark)
             with PeakRSS() as memory:
                 start = time.perf_counter()
                 result = run_pipeline(spark, ctx)
                 wall = time.perf_counter() - start
+            jvm = counter_delta(counters, jvm_counters(spark))
             stats = asdict(result.stats)
             drops = stats.pop("drops")
             stats["drops"] = f"{drops[0]}..{drops[-1]} ({len(drops)})" if drops else "none"
@@ -140,16 +142,18 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio_over_floor": round(wall / floor, 2),
                 "stage_s": result.seconds,
                 "peak_rss_mb": round(memory.peak_mb, 1),
+                "jvm": jvm,
                 "accounting": stats,
             }
             log.info(
-                "%s: %d rows in %d drops, %.1fs (floor %.1fs) %s",
+                "%s: %d rows in %d drops, %.1fs (floor %.1fs) %s; driver JVM %s",
                 name,
                 stats["rows_read"],
                 len(result.drops),
                 wall,
                 floor,
                 result.seconds,
+                jvm,
             )
         spark.stop()
     finally:

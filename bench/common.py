@@ -105,3 +105,38 @@ def write_result(name: str, figures: dict[str, Any], path: Path | None = None) -
         print(f"  {key:<{width}}  {shown}")
     print(f"  -> {path}")
     return path
+
+
+def jvm_counters(spark: Any) -> dict[str, float]:
+    """Cumulative counters of the driver JVM: JIT compilation ms (summed over the compiler
+    threads), GC ms and collections, the CPU seconds of this process and its children (the JVM),
+    Spark jobs started and generated classes compiled (Janino, whole-stage codegen). Subtract two
+    snapshots to attribute a step's cost (:func:`counter_delta`)."""
+    jvm = spark.sparkContext._jvm
+    management = jvm.java.lang.management.ManagementFactory
+    collectors = management.getGarbageCollectorMXBeans()
+    codegen = jvm.org.apache.spark.metrics.source.CodegenMetrics
+    return {
+        "jit_ms": float(management.getCompilationMXBean().getTotalCompilationTime()),
+        "gc_ms": float(sum(c.getCollectionTime() for c in collectors)),
+        "gc_count": float(sum(c.getCollectionCount() for c in collectors)),
+        "cpu_s": _tree_cpu_seconds(),
+        "spark_jobs": float(spark.sparkContext._jsc.sc().dagScheduler().nextJobId()),
+        "codegen_compilations": float(codegen.METRIC_COMPILATION_TIME().getCount()),
+    }
+
+
+def _tree_cpu_seconds() -> float:
+    root = psutil.Process(os.getpid())
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: round(after[key] - before[key], 3) for key in before}

@@ -27,13 +27,13 @@ A user is in ``valid`` and ``test`` only with one valid and one test position an
 one train position before them, i.e. with 3 or more events: users with fewer events
 (``[train]`` or ``[train, test]``) are used for training only, as the issue specifies; a
 training sequence needs 2 or more train positions to hold a next-item pair.
-The production variant of evaluation feeds the run's timestamp instead of ``target_time``
-(see :mod:`model.evaluate`). With ``max_len``, an evaluation input keeps its most recent
-``max_len`` positions; a training sequence longer than ``max_len`` becomes several rows,
-windows of at most ``max_len`` positions that overlap by one event (:func:`training_windows`),
-so every next-item pair of the user's training history is a target exactly once, as in
-RecBole's prefix samples (there each target sees up to ``max_len`` events of history; here
-it sees the events of its window before it).
+The production variant of evaluation sees a valid or test user as the nightly job of the night
+before the target's day would (:meth:`SequenceData.night_view`, :mod:`model.evaluate`). With
+``max_len``, an evaluation input keeps its most recent ``max_len`` positions; a training
+sequence longer than ``max_len`` becomes several rows, windows of at most ``max_len`` positions
+that overlap by one event (:func:`training_windows`), so every next-item pair of the user's
+training history is a target exactly once, as in RecBole's prefix samples (there each target
+sees up to ``max_len`` events of history; here it sees the events of its window before it).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST = 0, 1, 2
 SEQUENCE_COLUMNS = ("user_id", "item_ids", "timestamps", "split")
 
 ViewName = Literal["train", "valid", "test", "full"]
+SECONDS_PER_DAY = 86_400
 # Vocabularies whose raw ids are all in [0, this) look ids up in a dense table (8 bytes an id).
 DENSE_LOOKUP_MAX_ID = 1 << 24
 
@@ -245,6 +246,31 @@ class SplitView:
         )
 
 
+def night_start(timestamps: Any) -> Any:
+    """The UTC midnight that starts the day of each timestamp (seconds; numpy arrays or tensors).
+
+    The night of a run date publishes what its drops held up to the end of that date, so the
+    last night before an event ends at the start of the event's day.
+    """
+    return timestamps - timestamps % SECONDS_PER_DAY
+
+
+@dataclass(frozen=True)
+class NightView:
+    """The ``valid`` or ``test`` users as the night before each target's day saw them.
+
+    ``view``: the users with at least one input event before that night's end, each input cut to
+    those events (then to ``max_len``); ``seen``: [n_users, n_items + 1], the items each user had
+    by then (their whole kept history before the cut, not only the window); ``cold``: the users of
+    the split with no event before that night, so no recommendations (evaluation counts them as
+    misses).
+    """
+
+    view: SplitView
+    seen: sp.csr_matrix
+    cold: int
+
+
 @dataclass(frozen=True)
 class SkippedItems:
     """Positions dropped because their item is not in the model's vocabulary."""
@@ -425,6 +451,40 @@ class SequenceData:
             flat_items=self.items,
             flat_timestamps=self.timestamps,
         )
+
+    def night_view(self, name: ViewName, max_len: int | None = None) -> NightView:
+        """The ``valid`` / ``test`` view as the nightly job of the night before each target's day
+        had it: input events dated before that day (``night_start`` of the target's timestamp)."""
+        if name not in ("valid", "test"):
+            raise ValueError(f"a night view needs a split with targets (valid or test), got {name!r}")
+        whole = self.view(name)
+        boundary = night_start(whole.target_time)
+        positions = flat_positions(whole.starts, whole.lengths)
+        row = np.repeat(np.arange(len(whole)), whole.lengths)
+        # Positions are chronological (the pipeline orders them), so the known ones are a prefix.
+        known = np.bincount(row[self.timestamps[positions] < boundary[row]], minlength=len(whole))
+        keep = known > 0
+        users, starts, lengths = whole.users[keep], whole.starts[keep], known[keep]
+        owned = flat_positions(starts, lengths)
+        seen = sp.csr_matrix(
+            (np.ones(owned.size, dtype=bool), (np.repeat(users, lengths), self.items[owned])),
+            shape=(self.n_users, self.n_items + 1),
+        )
+        seen.sum_duplicates()
+        if max_len is not None:
+            cut = np.maximum(lengths - max_len, 0)
+            starts, lengths = starts + cut, lengths - cut
+        view = SplitView(
+            name=name,
+            users=users,
+            starts=starts,
+            lengths=lengths.astype(np.int64),
+            targets=whole.targets[keep],
+            target_time=whole.target_time[keep],
+            flat_items=self.items,
+            flat_timestamps=self.timestamps,
+        )
+        return NightView(view, seen, int((~keep).sum()))
 
     def seen(self, name: ViewName) -> sp.csr_matrix:
         """Boolean [n_users, n_items + 1] matrix of the items in each user's input part of ``name``.

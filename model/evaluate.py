@@ -6,10 +6,14 @@ the model scores all items (``full_sort_predict``). Two variants, both reported:
 - ``paper``: the protocol of SS4Rec's paper and RecBole's sequential benchmarks as the
   paper ran them: seen items are not masked and the query time is the target's own
   timestamp (which production cannot know);
-- ``production``: items in the user's input are masked (score -inf) and the query time is
-  the run's timestamp, clamped to be no earlier than the user's last input event.
-  A target the user had already seen is masked too and counts as a miss: production never
-  recommends a seen item.
+- ``production``: the target as the nightly job meets it. The user is scored by the night
+  before the target's day (its run date ends at the UTC midnight that starts that day), from
+  the events dated before that midnight only, and at that midnight as the query time; the
+  items the user had by then are masked (score -inf). A target the user had already seen
+  counts as a miss (production never recommends a seen item), and so does a user with no
+  event before that night: the nightly table holds no row for them. The share of such users
+  is reported as ``no_history`` (:meth:`model.data.SequenceData.night_view`). Events of the
+  target's own day before it are unknown to that night, as they are to the product.
 
 Ranks are conservative: every other item (1..N; column 0, padding, never counts) scored
 at least as high as the target is ranked ahead of it,
@@ -45,7 +49,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from model.data import SequenceBatch, SequenceData, SplitView, ViewName, model_arguments
+from model.data import SequenceBatch, SequenceData, SplitView, ViewName, model_arguments, night_start
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,8 @@ METRICS = ("hr", "ndcg", "mrr")
 # How a model is evaluated: part of the cache key of every stored result (the results table's runs,
 # the time-scale study's settings), so a change of protocol never reuses a result of the old one.
 # 2: ties are ranked ahead of the target (target_ranks).
-EVALUATION_PROTOCOL = 2
+# 3: production at the night before the target's day (SequenceData.night_view).
+EVALUATION_PROTOCOL = 3
 
 
 def run_timestamp(run_date: dt.date) -> int:
@@ -113,14 +118,13 @@ def mask_seen(scores: torch.Tensor, seen: sp.csr_matrix, users: torch.Tensor) ->
     return scores.index_put(index, torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
 
 
-def query_times(batch: SequenceBatch, variant: Variant, run_time: int | None) -> torch.Tensor:
-    """[B] the query time fed to the model: the target's timestamp, or the run's (production)."""
+def query_times(batch: SequenceBatch, variant: Variant) -> torch.Tensor:
+    """[B] the query time fed to the model: the target's timestamp (paper), or the end of the
+    night before the target's day (production), never before the user's last input event."""
     if variant == "paper":
         return batch.target_time
-    if run_time is None:
-        raise ValueError("the production variant needs the run's timestamp (run_time)")
     last_input = batch.timestamps.gather(1, (batch.lengths - 1)[:, None]).squeeze(1)
-    return torch.clamp(last_input, min=run_time)
+    return torch.maximum(last_input, night_start(batch.target_time))
 
 
 @torch.no_grad()
@@ -130,20 +134,22 @@ def evaluate_view(
     ks: Sequence[int],
     variant: Variant = "paper",
     seen: sp.csr_matrix | None = None,
-    run_time: int | None = None,
+    misses: int = 0,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Mean metrics of ``model`` over the users of ``view`` (``seen`` is required for production)."""
+    """Mean metrics of ``model`` over the users of ``view`` and ``misses`` more users who never hit
+    (the cold users of a night view). Production needs ``seen`` and a night view
+    (``data.night_view(name)``: its ``view``, ``seen`` and ``cold``)."""
     if variant == "production" and seen is None:
-        raise ValueError("the production variant masks seen items: pass seen=data.seen(view.name)")
+        raise ValueError("the production variant masks seen items: pass a night view's seen")
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
     try:
         for batch in view.loader(batch_size):
             batch = batch.to(device)
-            query_time = query_times(batch, variant, run_time)
+            query_time = query_times(batch, variant)
             scores = model.full_sort_predict(**model_arguments(model.full_sort_predict, batch, query_time))
             scores = scores.float()
             if variant == "production":
@@ -152,7 +158,9 @@ def evaluate_view(
                 totals[name] = totals.get(name, 0.0) + value
     finally:
         model.train(was_training)
-    return {name: value / max(len(view), 1) for name, value in totals.items()}
+    if not totals:  # no user scored: every metric is 0 (cold users are misses)
+        totals = metric_sums(torch.zeros(0, dtype=torch.long), ks)
+    return {name: value / max(len(view) + misses, 1) for name, value in totals.items()}
 
 
 def evaluate(
@@ -161,26 +169,27 @@ def evaluate(
     split: ViewName,
     ks: Sequence[int],
     variants: Sequence[Variant] = VARIANTS,
-    run_time: int | None = None,
     max_len: int | None = None,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> dict[str, dict[str, float]]:
-    """``{variant: metrics}`` of ``model`` on the ``valid`` or ``test`` users of ``data``."""
+    """``{variant: metrics}`` of ``model`` on the ``valid`` or ``test`` users of ``data``; the
+    production metrics also hold ``no_history``, the share of users counted as misses for
+    having no event before the night that scores them."""
     if split not in ("valid", "test"):
         raise ValueError(f"evaluation needs a split with targets (valid or test), got {split!r}")
-    view = data.view(split, max_len=max_len)
     results = {}
     for variant in variants:
-        results[variant] = evaluate_view(
-            model,
-            view,
-            ks,
-            variant=variant,
-            seen=data.seen(split) if variant == "production" else None,
-            run_time=run_time,
-            batch_size=batch_size,
-            device=device,
+        if variant == "production":
+            night = data.night_view(split, max_len=max_len)
+            view, seen, misses = night.view, night.seen, night.cold
+        else:
+            view, seen, misses = data.view(split, max_len=max_len), None, 0
+        metrics = evaluate_view(
+            model, view, ks, variant=variant, seen=seen, misses=misses, batch_size=batch_size, device=device
         )
-    log.info("%s: %d users evaluated", split, len(view))
+        if variant == "production":
+            metrics["no_history"] = misses / max(len(view) + misses, 1)
+        results[variant] = metrics
+        log.info("%s %s: %d users evaluated (%d without history, misses)", split, variant, len(view), misses)
     return results

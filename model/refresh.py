@@ -158,10 +158,10 @@ def evaluate_saved(
     config: Config,
     model_dir: str | Path,
     sequences: pa.Table,
-    run_date: dt.date,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """``{"valid": {variant: metrics}, "test": {...}}`` of the saved model in ``model_dir`` tonight.
+    """``{"valid": {variant: metrics}, "test": {...}}`` of the saved model in ``model_dir`` on
+    tonight's ``sequences``.
 
     The model sees what nightly scoring gives it: input positions of items new since it was
     trained are dropped (as ``unknown_items="skip"`` does), then its most recent
@@ -178,7 +178,7 @@ def evaluate_saved(
     known = KnownInputs(model, vocab, grown, max_len=saved_config.model.max_seq_len)
     unknown = int((data.items > len(vocab["items"])).sum())
     log.info("%s: %d positions of items it does not know are left out of its inputs", model_dir, unknown)
-    return evaluate_splits(known, data, config.scoring.eval_ks, run_date, max_len=None, device=device)
+    return evaluate_splits(known, data, config.scoring.eval_ks, max_len=None, device=device)
 
 
 class KnownInputs(nn.Module):

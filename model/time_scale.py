@@ -140,7 +140,7 @@ def run_study(
         log.info("time scale %s: training %s", setting.label, config.model.name)
         start = time.perf_counter()
         valid, result = fit_on_validation(
-            setting_config, data, run_date, out.parent / f".{out.stem}-work", VARIANTS, device
+            setting_config, data, out.parent / f".{out.stem}-work", VARIANTS, device
         )
         seconds = time.perf_counter() - start
         results[setting.label] = {

@@ -53,7 +53,7 @@ from model.checkpoint import (
     save_weights,
 )
 from model.data import IdVocab, SequenceData, model_arguments, read_sequences
-from model.evaluate import evaluate, evaluate_view, run_timestamp
+from model.evaluate import evaluate, evaluate_view
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, TrainConfig, add_config_arguments, config_from_args
 
@@ -393,7 +393,7 @@ def fit_and_evaluate(
     started = time.perf_counter()
     result = trainer.fit()
     training_seconds = time.perf_counter() - started
-    metrics: dict[str, Any] = evaluate_splits(model, data, config.scoring.eval_ks, run_date, max_len, device)
+    metrics: dict[str, Any] = evaluate_splits(model, data, config.scoring.eval_ks, max_len, device)
     metrics.update(
         valid_best=result.history[result.best_epoch].valid,
         training_seconds=training_seconds,
@@ -412,15 +412,12 @@ def evaluate_splits(
     model: nn.Module,
     data: SequenceData,
     ks: list[int],
-    run_date: dt.date,
     max_len: int | None,
     device: torch.device | str = "cpu",
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{"valid": {variant: metrics}, "test": {...}}``: both variants, the production one at ``run_date``."""
-    run_time = run_timestamp(run_date)
+    """``{"valid": {variant: metrics}, "test": {...}}``: both variants (see :mod:`model.evaluate`)."""
     return {
-        split: evaluate(model, data, split, ks, run_time=run_time, max_len=max_len, device=device)
-        for split in ("valid", "test")
+        split: evaluate(model, data, split, ks, max_len=max_len, device=device) for split in ("valid", "test")
     }
 
 

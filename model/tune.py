@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from model.data import SequenceData, read_sequences
-from model.evaluate import evaluate, run_timestamp
+from model.evaluate import evaluate
 from model.train import MONITOR, Trainer, TrainResult, build_model, resolve_device, seed_everything
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, add_config_arguments, config_from_args
@@ -104,7 +104,6 @@ class _PruningTrainer(Trainer):
 def fit_on_validation(
     config: Config,
     data: SequenceData,
-    run_date: dt.date,
     directory: Path,
     variants: Sequence[str],
     device: str,
@@ -127,7 +126,6 @@ def fit_on_validation(
             "valid",
             [10],
             variants=list(variants),
-            run_time=run_timestamp(run_date),
             max_len=max_len,
             device=device,
         )
@@ -140,7 +138,6 @@ def objective(
     trial: optuna.Trial,
     config: Config,
     data: SequenceData,
-    run_date: dt.date,
     work_dir: Path,
     variant: str,
     device: str,
@@ -151,7 +148,6 @@ def objective(
     valid, result = fit_on_validation(
         apply(config, keys),
         data,
-        run_date,
         work_dir / f"trial-{trial.number}",
         [variant],
         device,
@@ -215,7 +211,7 @@ def tune(
     if missing > 0:
         work_dir = out_dir / study_name
         study.optimize(
-            lambda trial: objective(trial, config, data, run_date, work_dir, variant, device),
+            lambda trial: objective(trial, config, data, work_dir, variant, device),
             n_trials=missing,
             catch=(FloatingPointError,),  # a diverging learning rate fails its trial, not the study
         )

@@ -228,7 +228,7 @@ def evaluate(config: Config, run_date: dt.date) -> dict[str, Any]:
         if version is not None and version not in [entry["version"] for entry in metrics.values()]:
             metrics[role] = {
                 "version": version,
-                "metrics": evaluate_saved(config, registry.path(version), sequences, run_date, device),
+                "metrics": evaluate_saved(config, registry.path(version), sequences, device),
             }
     return write_step(config, run_date, "evaluate", {"run_date": run_date.isoformat(), "models": metrics})
 

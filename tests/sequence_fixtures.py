@@ -82,7 +82,8 @@ def ratings_frame(events: dict[int, list[tuple[int, int]]], rating: float = 4.0)
 
 
 def cycle_ratings(n_users: int = 40, n_items: int = 12, length: int = 14, seed: int = 0) -> pd.DataFrame:
-    """Each user walks the item cycle 1 -> 2 -> ... -> n_items -> 1 from a random start.
+    """Each user walks the item cycle 1 -> 2 -> ... -> n_items -> 1 from a random start, an event
+    every 1 to 36 hours (so the production variant's night before a target knows most of the walk).
 
     The next item is a deterministic function of the current one, so a sequential model
     that learns anything reaches HR@5 close to 1.
@@ -91,7 +92,7 @@ def cycle_ratings(n_users: int = 40, n_items: int = 12, length: int = 14, seed: 
     events = {}
     for user in range(1, n_users + 1):
         start = int(rng.integers(n_items))
-        times = np.cumsum(rng.integers(60, 3600, size=length)) + 1_000_000
+        times = np.cumsum(rng.integers(3_600, 36 * 3_600, size=length)) + 1_000_000
         events[user] = [((start + step) % n_items + 1, int(times[step])) for step in range(length)]
     return ratings_frame(events)
 

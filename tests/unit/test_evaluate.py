@@ -1,4 +1,4 @@
-"""Evaluator: agreement with RecBole's metrics, masking, ties, query times, batching."""
+"""Evaluator: agreement with RecBole's metrics, masking, ties, the production night, query times, batching."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from model.data import SequenceData
+from model.data import SECONDS_PER_DAY, SequenceData
 from model.evaluate import evaluate, evaluate_view, metrics_from_ranks, run_timestamp, target_ranks
 from tests.sequence_fixtures import build_sequences_table, ratings_frame
 
 KS = [5, 10, 20]
+DAY = SECONDS_PER_DAY
 
 
 class FixedScores(nn.Module):
@@ -134,9 +135,13 @@ def test_constant_scores_against_recbole() -> None:
 
 
 def one_event_per_user(n_users: int, n_items: int) -> SequenceData:
-    """Users 0..n-1 with history [item a, item b] (train, valid) then test item c."""
+    """Users 0..n-1 with history [item a, item b] (train, valid) then test item c, a day apart."""
     events = {
-        user: [((user % n_items) + 1, 10), (((user + 1) % n_items) + 1, 20), (((user + 2) % n_items) + 1, 30)]
+        user: [
+            ((user % n_items) + 1, DAY + 10),
+            (((user + 1) % n_items) + 1, 2 * DAY + 20),
+            (((user + 2) % n_items) + 1, 3 * DAY + 30),
+        ]
         for user in range(n_users)
     }
     return SequenceData.from_arrow(build_sequences_table(ratings_frame(events)))
@@ -184,7 +189,8 @@ def test_constant_model_gets_zero_through_the_whole_path() -> None:
     data = one_event_per_user(n_users=60, n_items=40)
     assert data.n_items == 40
     model = FixedScores(torch.zeros(data.n_users, data.n_items + 1))
-    results = evaluate(model, data, "test", KS, run_time=10**6)
+    results = evaluate(model, data, "test", KS)
+    assert results["production"].pop("no_history") == 0.0
     for variant in ("paper", "production"):  # production masks 2 seen items: rank 38 > 20
         assert all(value == 0.0 for value in results[variant].values()), variant
 
@@ -237,53 +243,109 @@ def test_masked_and_nan_items_never_count_ahead() -> None:
 
 
 def test_production_masks_seen_items_and_paper_does_not() -> None:
-    # user 0: train item 1, valid item 2, test item 3; the model prefers seen items 1 and 2
-    data = SequenceData.from_arrow(build_sequences_table(ratings_frame({0: [(1, 10), (2, 20), (3, 30)]})))
+    # user 0: train item 1, valid item 2, test item 3 on three days; the model prefers seen items 1 and 2
+    data = SequenceData.from_arrow(
+        build_sequences_table(ratings_frame({0: [(1, DAY), (2, 2 * DAY), (3, 3 * DAY)]}))
+    )
     scores = torch.tensor([[float("-inf"), 9.0, 8.0, 7.0]])
     model = FixedScores(scores)
-    results = evaluate(model, data, "test", [1, 5], run_time=1_000)
+    results = evaluate(model, data, "test", [1, 5])
     assert results["paper"]["hr@1"] == 0.0 and results["paper"]["mrr@5"] == pytest.approx(1 / 3)
     assert results["production"]["hr@1"] == 1.0
     # on the valid split only the train item (1) is masked: valid target 2 ranks first
-    valid = evaluate(model, data, "valid", [1], run_time=1_000)
+    valid = evaluate(model, data, "valid", [1])
     assert valid["production"]["hr@1"] == 1.0 and valid["paper"]["hr@1"] == 0.0
 
 
 def test_a_seen_target_is_a_miss_in_production() -> None:
-    data = SequenceData.from_arrow(build_sequences_table(ratings_frame({0: [(1, 10), (2, 20), (1, 30)]})))
+    data = SequenceData.from_arrow(
+        build_sequences_table(ratings_frame({0: [(1, DAY), (2, 2 * DAY), (1, 3 * DAY)]}))
+    )
     model = FixedScores(torch.tensor([[float("-inf"), 9.0, 1.0]]))
-    results = evaluate(model, data, "test", [1, 2], run_time=1_000)
+    results = evaluate(model, data, "test", [1, 2])
     assert results["paper"]["hr@1"] == 1.0
     assert results["production"]["hr@2"] == 0.0
 
 
-def test_query_time_is_the_targets_in_paper_and_the_runs_in_production() -> None:
+def test_query_time_is_the_targets_in_paper_and_the_night_before_its_day_in_production() -> None:
     data = SequenceData.from_arrow(
         build_sequences_table(
-            ratings_frame({0: [(1, 10), (2, 20), (3, 30)], 1: [(1, 10), (2, 500), (3, 900)]})
+            ratings_frame(
+                {
+                    0: [(1, DAY + 10), (2, 2 * DAY + 20), (3, 5 * DAY + 30)],
+                    1: [(1, DAY + 10), (2, 4 * DAY + 500), (3, 4 * DAY + 900)],
+                }
+            )
         )
     )
     model = FixedScores(torch.zeros(2, 4))
     evaluate_view(model, data.view("test"), [1], variant="paper")
-    assert model.query_times[-1].tolist() == [30, 900]
-    evaluate_view(model, data.view("test"), [1], variant="production", seen=data.seen("test"), run_time=100)
-    assert model.query_times[-1].tolist() == [100, 500]  # never before the user's last input event
+    assert model.query_times[-1].tolist() == [5 * DAY + 30, 4 * DAY + 900]
+    night = data.night_view("test")
+    evaluate_view(model, night.view, [1], variant="production", seen=night.seen)
+    # The end of the night before each target's day; user 1's event of that day (item 2) is
+    # unknown to that night, so the input ends at item 1.
+    assert model.query_times[-1].tolist() == [5 * DAY, 4 * DAY]
+    assert night.view.lengths.tolist() == [2, 1]
 
 
-def test_production_needs_seen_and_run_time() -> None:
+def test_production_inputs_and_mask_hold_only_what_the_night_before_knew() -> None:
+    # user 0 rates items 1, 2 on day 1; items 3, 4 and then the test target 5 on day 3
+    events = {0: [(1, DAY + 1), (2, DAY + 2), (3, 3 * DAY + 1), (4, 3 * DAY + 2), (5, 3 * DAY + 3)]}
+    data = SequenceData.from_arrow(build_sequences_table(ratings_frame(events)))
+    night = data.night_view("test")
+    batch = night.view.collate([0])
+    assert batch.items.tolist() == [[data.item_vocab.encode([1])[0], data.item_vocab.encode([2])[0]]]
+    known = set(night.seen[0].indices.tolist())
+    assert known == set(data.item_vocab.encode([1, 2]).tolist())  # items 3 and 4 came after that night
+    # the window cut comes after the night's cut: the most recent known event
+    assert data.night_view("test", max_len=1).view.collate([0]).items.tolist() == [
+        [data.item_vocab.encode([2])[0]]
+    ]
+    # item 4 (rated the same day, before the target) is not masked: the night did not know it
+    scores = torch.zeros(1, data.n_items + 1)
+    scores[0, data.item_vocab.encode([4])[0]] = 2.0
+    scores[0, data.item_vocab.encode([5])[0]] = 1.0
+    result = evaluate(FixedScores(scores), data, "test", [1, 2])["production"]
+    assert result["hr@1"] == 0.0 and result["hr@2"] == 1.0
+
+
+def test_users_with_nothing_before_the_night_are_misses() -> None:
+    # user 0: every event on the target's day (cold, a miss); user 1: a day apart (scored, a hit)
+    events = {0: [(1, DAY + 1), (2, DAY + 2), (3, DAY + 3)], 1: [(1, DAY), (2, 2 * DAY), (3, 3 * DAY)]}
+    data = SequenceData.from_arrow(build_sequences_table(ratings_frame(events)))
+    night = data.night_view("test")
+    assert night.cold == 1 and night.view.users.tolist() == [1]
+    scores = torch.zeros(2, data.n_items + 1)
+    scores[:, data.item_vocab.encode([3])[0]] = 1.0  # both targets ranked first when scored
+    results = evaluate(FixedScores(scores), data, "test", [1])
+    assert results["paper"]["hr@1"] == 1.0
+    expected = {"hr@1": 0.5, "ndcg@1": 0.5, "mrr@1": 0.5, "no_history": 0.5}
+    assert results["production"] == pytest.approx(expected)
+    # every user cold: zeros, not a division by zero
+    alone = SequenceData.from_arrow(build_sequences_table(ratings_frame({0: events[0]})))
+    assert evaluate(FixedScores(scores[:1]), alone, "test", [1])["production"] == {
+        "hr@1": 0.0,
+        "ndcg@1": 0.0,
+        "mrr@1": 0.0,
+        "no_history": 1.0,
+    }
+
+
+def test_production_needs_seen_and_a_split_with_targets() -> None:
     data = one_event_per_user(n_users=3, n_items=5)
     model = FixedScores(torch.zeros(3, 6))
     with pytest.raises(ValueError, match="seen"):
-        evaluate_view(model, data.view("test"), KS, variant="production", run_time=1)
-    with pytest.raises(ValueError, match="run_time"):
-        evaluate(model, data, "test", KS, variants=["production"])
+        evaluate_view(model, data.night_view("test").view, KS, variant="production")
+    with pytest.raises(ValueError, match="valid or test"):
+        data.night_view("full")
 
 
 def test_batch_size_does_not_change_results() -> None:
     data = one_event_per_user(n_users=50, n_items=30)
     model = FixedScores(random_problem(n_users=50, n_items=30, seed=5)[0])
-    small = evaluate(model, data, "test", KS, run_time=10**6, batch_size=3)
-    large = evaluate(model, data, "test", KS, run_time=10**6, batch_size=1000)
+    small = evaluate(model, data, "test", KS, batch_size=3)
+    large = evaluate(model, data, "test", KS, batch_size=1000)
     for variant in small:
         assert small[variant] == pytest.approx(large[variant], abs=1e-12)
 

@@ -15,7 +15,7 @@ import torch
 from model import refresh
 from model.baselines import NCF, NCFConfig, SASRec, SASRecConfig
 from model.data import IdVocab, SequenceData, SequenceDataError
-from model.evaluate import evaluate, run_timestamp
+from model.evaluate import evaluate
 from model.refresh import KnownInputs, evaluate_saved, grow_state, warm_start
 from model.train import (
     build_model,
@@ -315,35 +315,32 @@ def test_evaluate_saved_matches_evaluate_when_nothing_is_new(
     table = tonight_table(ratings, {})
     model, vocab, _ = load_trained_model(champion)
     data = SequenceData.from_arrow(table, item_vocab=vocab["items"], unknown_items="skip")
-    run_time, ks, max_len = run_timestamp(TONIGHT), config.scoring.eval_ks, config.model.max_seq_len
-    expected = {
-        split: evaluate(model, data, split, ks, run_time=run_time, max_len=max_len)
-        for split in ("valid", "test")
-    }
+    ks, max_len = config.scoring.eval_ks, config.model.max_seq_len
+    expected = {split: evaluate(model, data, split, ks, max_len=max_len) for split in ("valid", "test")}
     assert set(expected["test"]) == {"paper", "production"}
-    assert flat(evaluate_saved(config, champion, table, TONIGHT)) == pytest.approx(flat(expected), rel=1e-6)
+    assert flat(evaluate_saved(config, champion, table)) == pytest.approx(flat(expected), rel=1e-6)
 
 
 def test_evaluate_saved_drops_unknown_inputs_and_counts_unknown_targets_as_misses(
     config: Config, ratings: pd.DataFrame, champion: Path
 ) -> None:
-    base = 2_000_000
-    # user 2000: 15 known events and, fourth, an item new tonight, dropped from the champion's
-    # input; the inputs are longer than model.max_seq_len = 12, so only the last 12 kept count
-    reader = [(step % 8 + 1, base + 10 * step) for step in range(15)]
-    reader.insert(3, (NEW_ITEMS[0], base + 25))
+    base, day = 2_000_000, 86_400
+    # user 2000: 15 known events a day apart and, fourth, an item new tonight, dropped from the
+    # champion's input; the inputs are longer than model.max_seq_len = 12, so only the last 12 kept count
+    reader = [(step % 8 + 1, base + day * step) for step in range(15)]
+    reader.insert(3, (NEW_ITEMS[0], base + 2 * day + 60))
     # the new user's valid and test targets are both new items: two misses for the champion
-    newcomer = [(1, base), (2, base + 10), (NEW_ITEMS[0], base + 20), (NEW_ITEMS[1], base + 30)]
+    newcomer = [(1, base), (2, base + day), (NEW_ITEMS[0], base + 2 * day), (NEW_ITEMS[1], base + 3 * day)]
     tonight = tonight_table(ratings, {2000: reader, NEW_USER: newcomer})
     without_new = build_sequences_table(with_events(ratings, {2000: reader[:3] + reader[4:]}))
 
     model, vocab, _ = load_trained_model(champion)
     reference = SequenceData.from_arrow(without_new, item_vocab=vocab["items"])
     n_reference = len(reference.view("test"))
-    expected = evaluate_splits(model, reference, config.scoring.eval_ks, TONIGHT, config.model.max_seq_len)
+    expected = evaluate_splits(model, reference, config.scoring.eval_ks, config.model.max_seq_len)
     assert expected["test"]["paper"]["hr@5"] > 0
 
-    result = flat(evaluate_saved(config, champion, tonight, TONIGHT))
+    result = flat(evaluate_saved(config, champion, tonight))
     scale = n_reference / (n_reference + 1)  # the same users plus the newcomer, who misses
     assert result == pytest.approx({key: value * scale for key, value in flat(expected).items()}, rel=1e-6)
 
