@@ -13,9 +13,10 @@ warm-up query:
    -> gate -> items) of its drops, beside the CSV -> Parquet floor of the same drop files.
 
 Target: night 2 (1% new events) under 10% of the full load's wall time. Prints a table and
-writes JSON (wall times, stage seconds, accounting, peak RSS).
+writes JSON (wall times, stage seconds, accounting, peak RSS, and the driver JVM's JIT, GC and
+CPU seconds, Spark jobs and generated classes per night).
 
-    python bench/bench_nights.py [--input data/raw/synthetic/ratings.csv]
+    python bench/bench_nights.py [--input data/raw/synthetic/ratings.csv] [--driver-java-options "..."]
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--night2-share", type=float, default=0.01)
     parser.add_argument("--driver-memory", default="10g")
     parser.add_argument("--shuffle-partitions", type=int, default=16)
+    parser.add_argument("--driver-java-options", default="", help="extra JVM options of the driver (e.g. JIT flags)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the temporary lake goes")
     args = parser.parse_args(argv)
     configure_logging()
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         replay_s = time.perf_counter() - start
         log.info("replay: %s in %.1fs", replayed, replay_s)
         config = load_config(profile="local", overrides=(f"lake.root={lake}", "data.dataset=synthetic"))
-        spark = bench_spark(config, "bench-nights", args.driver_memory, args.shuffle_partitions)
+        spark = bench_spark(
+            config, "bench-nights", args.driver_memory, args.shuffle_partitions, args.driver_java_options
+        )
         warm_page_cache(source)
         full_floor = floor_seconds(spark, [str(source)], work / "floor.parquet")
         log.info("floor (whole file): %.1fs", full_floor)
@@ -175,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "driver_memory": args.driver_memory,
         "shuffle_partitions": args.shuffle_partitions,
+        "driver_java_options": args.driver_java_options,
     }
     write_result("nights", figures, args.json)
     return 0

@@ -52,18 +52,17 @@ COPIED_TABLES = ("ratings_bronze", "ratings_silver", "sessions", "sequences")
 DEFAULT_INPUT = PROJECT_ROOT / "data" / "raw" / "synthetic" / "ratings.csv"
 
 
-def bench_spark(config: Config, app_name: str, driver_memory: str, shuffle_partitions: int) -> SparkSession:
-    """The benchmark's SparkSession (driver memory and shuffle partitions as given), warmed up."""
-    from recsys.spark import build_spark
+def bench_spark(
+    config: Config, app_name: str, driver_memory: str, shuffle_partitions: int, java_options: str = ""
+) -> SparkSession:
+    """The benchmark's SparkSession (driver memory, shuffle partitions and extra driver JVM options
+    as given), warmed up."""
+    from recsys.spark import DRIVER_JAVA_OPTIONS, build_spark
 
-    spark = build_spark(
-        config,
-        app_name=app_name,
-        extra_conf={
-            "spark.driver.memory": driver_memory,
-            "spark.sql.shuffle.partitions": str(shuffle_partitions),
-        },
-    )
+    extra = {"spark.driver.memory": driver_memory, "spark.sql.shuffle.partitions": str(shuffle_partitions)}
+    if java_options:
+        extra[DRIVER_JAVA_OPTIONS] = java_options
+    spark = build_spark(config, app_name=app_name, extra_conf=extra)
     spark.range(1000).selectExpr("sum(id)").collect()
     return spark
 
