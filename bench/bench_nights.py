@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--night2-share", type=float, default=0.01)
     parser.add_argument("--driver-memory", default="10g")
     parser.add_argument("--shuffle-partitions", type=int, default=16)
-    parser.add_argument("--driver-java-options", default="", help="extra JVM options of the driver (JIT flags)")
+    parser.add_argument(
+        "--driver-java-options", default="", help="extra JVM options of the driver (JIT flags)"
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="where the temporary lake goes")
     args = parser.parse_args(argv)
     configure_logging()
