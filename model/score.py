@@ -56,7 +56,15 @@ from torch import nn
 from tqdm import tqdm
 
 from model.checkpoint import METRICS_FILE, load_json, save_json
-from model.data import IdVocab, SequenceBatch, SequenceData, SplitView, model_arguments, read_as_of
+from model.data import (
+    SECONDS_PER_DAY,
+    IdVocab,
+    SequenceBatch,
+    SequenceData,
+    SplitView,
+    model_arguments,
+    read_as_of,
+)
 from model.evaluate import run_timestamp
 from model.registry import ModelRegistry, training_hash
 from recsys.cli import add_run_date_argument, configure_logging
@@ -64,8 +72,6 @@ from recsys.config import Config, add_config_arguments, config_from_args
 from recsys.staging import CATALOGUE_FILE, MANIFEST_FILE, RECOMMENDATIONS_FILE, staging_dir
 
 log = logging.getLogger(__name__)
-
-SECONDS_PER_DAY = 86_400
 
 RECOMMENDATIONS_SCHEMA = pa.schema(
     [
@@ -332,6 +338,7 @@ def model_run_row(
     decision: str | None = None,
     registry_version: str | None = None,
     alias: str | None = None,
+    realised: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """A ``model_runs`` row: a model of tonight (the champion, or the challenger) and its metrics.
 
@@ -339,7 +346,9 @@ def model_run_row(
     step's reason, ``training_mode`` how the night made the model (full, warm; skip on the
     champion row of a night without training), ``registry_version`` its version number in the
     MLflow registered model and ``alias`` the alias the night's step gave it (champion,
-    challenger; None on a backfill, which moves no alias).
+    challenger; None on a backfill, which moves no alias). ``realised`` (the scored row's): the
+    previous night's published recommendations judged on tonight's arrivals
+    (:mod:`model.realised`), as ``realised.<name>`` metrics.
     """
     flat = {
         f"{split}.{variant}.{name}": float(value)
@@ -347,6 +356,7 @@ def model_run_row(
         for variant, values in metrics.get(split, {}).items()
         for name, value in values.items()
     }
+    flat.update({f"realised.{name}": float(value) for name, value in (realised or {}).items()})
     return {
         "run_date": run_date.isoformat(),
         "model_version": model_version,

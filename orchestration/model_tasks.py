@@ -23,7 +23,8 @@ for the last night before D (:meth:`model.registry.ModelRegistry.champion_before
 - **score**: the chosen model, loaded from the MLflow registry by alias
   (:func:`model.tracking.download_model`), scores every user and stages the recommendations with
   both models' ``model_runs`` rows (metrics on tonight's split, training mode, the decision, the
-  registered version and its alias).
+  registered version and its alias; on the scored row, the previous night's recommendations
+  judged on tonight's arrivals, :mod:`model.realised`).
 
 A trained or refreshed challenger is logged to MLflow (config, per-epoch metrics, the sequences'
 Delta version, the model) and registered by the train step (:mod:`model.tracking`).
@@ -335,6 +336,7 @@ def _rolled_back(
 
 def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[str, Any]:
     """Tonight's champion scores every user; staged with both models' ``model_runs`` rows."""
+    from model.realised import realised_quality
     from model.registry import ModelRegistry
     from model.score import model_run_row, score_run
     from model.tracking import download_model
@@ -345,6 +347,7 @@ def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[
     decided = read_step(config, run_date, "decide")
     registry = ModelRegistry.from_config(config)
     aliases = {number: alias for alias, number in decided["aliases"].items() if number is not None}
+    realised = realised_quality(config, run_date)
 
     def rows(input_versions: dict[str, int], fingerprint: str) -> list[dict[str, Any]]:
         out = []
@@ -377,6 +380,7 @@ def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[
                     decision=decided["reason"],
                     registry_version=decided["registered"].get(version),
                     alias=aliases.get(decided["registered"].get(version)),
+                    realised=realised if version == decided["champion"] else None,
                 )
             )
         return out

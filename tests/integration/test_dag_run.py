@@ -333,6 +333,36 @@ def test_the_next_night_warm_starts_and_records_champion_and_challenger(nights, 
     recommendations = spark.read.format("delta").load(config.table_path("recommendations"))
     versions = {r.model_version for r in recommendations.where(f"run_date = DATE'{NIGHT_2}'").collect()}
     assert versions == {decided["champion"]}
+    # The scored row judges night 1's recommendations on night 2's new keys; the users counted
+    # are those with a new key in night 2's drops, split by whether night 1 recommended to them.
+    from pyspark.sql import functions as F
+
+    (scored_row,) = [row for row in rows.values() if row.scored]
+    realised = {
+        k.removeprefix("realised."): v for k, v in scored_row.metrics.items() if k.startswith("realised.")
+    }
+    drops = (
+        (
+            spark.read.format("delta")
+            .load(config.table_path("ratings_run_stats"))
+            .where(f"run_date = DATE'{NIGHT_2}'")
+        )
+        .first()
+        .drops
+    )
+    arrived = (
+        spark.read.format("delta")
+        .load(config.table_path("ratings_silver"))
+        .where(F.col("valid_from").isin(drops) & (F.col("previous_copies") == 0))
+        .select("user_id")
+        .distinct()
+    )
+    night_1 = recommendations.where(f"run_date = DATE'{NIGHT_1}'").select("user_id").distinct()
+    judged = arrived.join(night_1, "user_id").count()
+    assert realised["users"] == judged > 0
+    assert realised["no_recommendation"] == arrived.count() - judged
+    assert 0.0 <= realised["ndcg@10"] <= realised["hr@10"] <= 1.0
+    assert not any(k.startswith("realised.") for row in rows.values() if not row.scored for k in row.metrics)
 
 
 def test_a_backfill_of_two_nights_reproduces_their_tables(nights):
