@@ -16,7 +16,7 @@ Target: night 2 (1% new events) under 10% of the full load's wall time. Prints a
 writes JSON (wall times, stage seconds, accounting, peak RSS, and the driver JVM's JIT, GC and
 CPU seconds, Spark jobs and generated classes per night).
 
-    python bench/bench_nights.py [--input data/raw/synthetic/ratings.csv] [--driver-java-options "..."]
+    python bench/bench_nights.py [--input data/raw/synthetic/ratings.csv] [--driver-java-options="-XX:..."]
 """
 
 from __future__ import annotations

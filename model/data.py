@@ -489,7 +489,8 @@ class SequenceData:
     def seen(self, name: ViewName) -> sp.csr_matrix:
         """Boolean [n_users, n_items + 1] matrix of the items in each user's input part of ``name``.
 
-        Production evaluation masks these; ``full`` (every position) is what nightly scoring masks.
+        ``full`` (every position) is what nightly scoring masks; production evaluation masks a
+        night view's own (:meth:`night_view`).
         Only events inside the table are known: history cut by the pipeline's truncation is not.
         """
         limit = {"train": SPLIT_VALID, "valid": SPLIT_VALID, "test": SPLIT_TEST, "full": SPLIT_TEST + 1}[name]

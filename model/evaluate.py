@@ -13,7 +13,9 @@ the model scores all items (``full_sort_predict``). Two variants, both reported:
   counts as a miss (production never recommends a seen item), and so does a user with no
   event before that night: the nightly table holds no row for them. The share of such users
   is reported as ``no_history`` (:meth:`model.data.SequenceData.night_view`). Events of the
-  target's own day before it are unknown to that night, as they are to the product.
+  target's own day before it are unknown to that night, as they are to the product. (Models
+  with per-user weights, NCF and ALS, were fitted on the split's whole input, the target's day
+  included: the cut is on what they are fed, not on what they learned.)
 
 Ranks are conservative: every other item (1..N; column 0, padding, never counts) scored
 at least as high as the target is ranked ahead of it,
@@ -141,8 +143,14 @@ def evaluate_view(
     """Mean metrics of ``model`` over the users of ``view`` and ``misses`` more users who never hit
     (the cold users of a night view). Production needs ``seen`` and a night view
     (``data.night_view(name)``: its ``view``, ``seen`` and ``cold``)."""
-    if variant == "production" and seen is None:
-        raise ValueError("the production variant masks seen items: pass a night view's seen")
+    if variant == "production":
+        if seen is None:
+            raise ValueError("the production variant masks seen items: pass a night view's seen")
+        last_input = view.flat_timestamps[view.starts + view.lengths - 1]
+        if len(view) and not (last_input < night_start(view.target_time)).all():
+            raise ValueError(
+                "the production variant needs a night view (data.night_view), inputs before the target's day"
+            )
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}

@@ -14,9 +14,12 @@ top-k of night D, the new items being the relevant set:
 
 "Tonight's drops" are the run stats' drops of the run date (those dated after the previous
 night, up to D+1) and "the previous night" is the latest earlier night of ``ratings_run_stats``
-with a partition in ``recommendations``. Everything is read with delta-rs, for the run date
-only, so a rerun or backfill of D+1 gives the same figures. The nightly score step records them
-as ``realised.*`` in the metrics of the night's scored ``model_runs`` row.
+with a partition in ``recommendations``. Everything is read with delta-rs from the tables'
+current snapshots: a rerun of D+1 gives the same figures unless a later correction has since
+rewritten those drops' silver versions or that night's table. The nightly score step records
+them as ``realised.*`` in the metrics of the night's scored ``model_runs`` row: they judge the
+previous night's table, whose ``model_version`` column names the model that published it (after
+a promotion, not tonight's champion).
 """
 
 from __future__ import annotations
@@ -30,13 +33,12 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import Config
+from recsys.delta import open_delta, partition_dates, read_arrow
 
 log = logging.getLogger(__name__)
 
 
 def _rows(path: str, columns: list[str], filters: Any = None) -> pd.DataFrame | None:
-    from recsys.delta import open_delta, read_arrow
-
     table = open_delta(path)
     return None if table is None else read_arrow(table, columns, filters).to_pandas()
 
@@ -48,14 +50,13 @@ def tonight_arrivals(config: Config, run_date: dt.date) -> tuple[dt.date | None,
     if stats is None or not (stats["run_date"] == run_date).any():
         return None
     drops = [dt.date.fromisoformat(d) for d in stats.loc[stats["run_date"] == run_date, "drops"].iloc[0]]
-    published = _rows(config.table_path("recommendations"), ["run_date"])
-    with_recommendations = set() if published is None else set(published["run_date"].unique())
-    earlier = sorted(d for d in stats["run_date"] if d < run_date and d in with_recommendations)
+    published = set(partition_dates(config.table_path("recommendations"), "run_date"))
+    earlier = sorted(d for d in stats["run_date"] if d < run_date and d in published)
     previous = earlier[-1] if earlier else None
     columns = ["user_id", "item_id", "previous_copies"]
-    silver = (
-        _rows(config.table_path("ratings_silver"), columns, [("valid_from", "in", drops)]) if drops else None
-    )
+    silver = None
+    if previous is not None and drops:
+        silver = _rows(config.table_path("ratings_silver"), columns, [("valid_from", "in", drops)])
     if silver is None:
         return previous, pd.DataFrame({"user_id": [], "item_id": []}, dtype="int64")
     # A key's first version has no earlier copies: a key new tonight, once, in its first drop.
@@ -65,6 +66,8 @@ def tonight_arrivals(config: Config, run_date: dt.date) -> tuple[dt.date | None,
 
 def judge(recommended: pd.DataFrame, arrivals: pd.DataFrame, ks: Sequence[int]) -> dict[str, float]:
     """The metrics above from ``recommended`` (user_id, item_id, rank) and ``arrivals`` (user_id, item_id)."""
+    arrivals = arrivals.drop_duplicates(["user_id", "item_id"])
+    recommended = recommended.drop_duplicates(["user_id", "item_id"])
     recommended_users = pd.unique(recommended["user_id"])
     judged = arrivals[arrivals["user_id"].isin(recommended_users)]
     users = pd.unique(judged["user_id"])
@@ -95,6 +98,9 @@ def realised_quality(config: Config, run_date: dt.date) -> dict[str, float] | No
         return None
     previous, arrivals = found
     ks = [k for k in config.scoring.eval_ks if k <= config.scoring.top_k]
+    if not ks:
+        log.warning("realised quality: no scoring.eval_ks within scoring.top_k=%d", config.scoring.top_k)
+        return None
     recommended = _rows(
         config.table_path("recommendations"),
         ["user_id", "item_id", "rank"],

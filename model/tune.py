@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from model.data import SequenceData, read_sequences
-from model.evaluate import evaluate
+from model.evaluate import EVALUATION_PROTOCOL, evaluate
 from model.train import MONITOR, Trainer, TrainResult, build_model, resolve_device, seed_everything
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, add_config_arguments, config_from_args
@@ -206,6 +206,16 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=config.train.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs),
     )
+    # A trial's value is only comparable under the evaluation protocol it was scored with.
+    protocol = study.user_attrs.get("evaluation_protocol")
+    if protocol is None and not study.trials:
+        study.set_user_attr("evaluation_protocol", EVALUATION_PROTOCOL)
+    elif protocol != EVALUATION_PROTOCOL:
+        raise ValueError(
+            f"study {study_name} in {out_dir} was scored under evaluation protocol "
+            f"{protocol or '2 or earlier'}, not {EVALUATION_PROTOCOL} (model.evaluate.EVALUATION_PROTOCOL): "
+            "name a new study (--study) or remove its .db"
+        )
     missing = trials - finished_trials(study)
     log.info("study %s: %d trials finished, %d to run", study_name, trials - max(missing, 0), max(missing, 0))
     if missing > 0:

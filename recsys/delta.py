@@ -55,6 +55,17 @@ def open_delta(path: str, version: int | None = None) -> DeltaTable | None:
         return None
 
 
+def partition_dates(path: str, column: str) -> list[dt.date]:
+    """The values of the date partition ``column`` in the table's current snapshot, sorted.
+
+    From Delta's log (delta-rs), reading no data; an absent table has none.
+    """
+    table = open_delta(path)
+    if table is None:
+        return []
+    return sorted({dt.date.fromisoformat(p[column]) for p in table.partitions() if p.get(column)})
+
+
 def arrow_dataset(table: DeltaTable, file_pruning_predicate: Any = None) -> pyarrow.dataset.Dataset:
     """The active files of a delta-rs ``table`` as a pyarrow dataset read by pyarrow's own filesystem.
 

@@ -342,20 +342,6 @@ def publish_slice(
     writer.save(path)
 
 
-def partition_dates(path: str, column: str) -> list[dt.date]:
-    """The values of the date partition ``column`` in the table's current snapshot, sorted.
-
-    From Delta's log (delta-rs, see :func:`read_small_table`), reading no data; an absent table
-    has none.
-    """
-    from recsys.delta import open_delta
-
-    table = open_delta(path)
-    if table is None:
-        return []
-    return sorted({dt.date.fromisoformat(p[column]) for p in table.partitions() if p.get(column)})
-
-
 def holds_slice(path: str, where: Mapping[str, Any]) -> bool:
     """Whether the table at ``path`` has a file in the slice ``where`` (partition column -> value or
     values), from the Delta log through delta-rs (no data read); False for an absent table."""

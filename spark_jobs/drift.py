@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from recsys.config import Config, DriftConfig
+from recsys.delta import partition_dates
 from spark_jobs.columns import (
     ITEM_COL,
     RATING_COL,
@@ -66,7 +67,6 @@ from spark_jobs.common import (
     RunContext,
     context_from_args,
     job_parser,
-    partition_dates,
     publish_rows,
     read_small_table,
     table_exists,

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from recsys.asof import AS_OF_KEYS, as_of_spark
+from recsys.delta import partition_dates
 from spark_jobs.columns import (
     EVENT_ORDER,
     GAP_COL,
@@ -51,7 +52,7 @@ from spark_jobs.columns import (
     USER_COL,
     VALID_FROM_COL,
 )
-from spark_jobs.common import RunContext, context_from_args, job_parser, partition_dates, publish_kept
+from spark_jobs.common import RunContext, context_from_args, job_parser, publish_kept
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

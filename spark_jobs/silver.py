@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from expectations.gate import check, load_suite, validate
 from recsys.asof import AS_OF_KEYS, as_of_spark, latest_versions
+from recsys.delta import partition_dates
 from spark_jobs.columns import (
     DROP_DATE_COL,
     ITEM_COL,
@@ -71,7 +72,6 @@ from spark_jobs.common import (
     file_counts,
     holds_slice,
     job_parser,
-    partition_dates,
     publish,
     publish_rows,
     read_small_table,

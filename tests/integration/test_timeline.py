@@ -22,8 +22,9 @@ from deltalake import DeltaTable
 from expectations.gate import GateError
 from recsys.asof import AS_OF_KEYS, BeforeHorizonError, as_of_arrow, as_of_spark
 from recsys.datasets.replay import replay
+from recsys.delta import partition_dates
 from spark_jobs import maintenance
-from spark_jobs.common import RunContext, partition_dates
+from spark_jobs.common import RunContext
 from spark_jobs.ingest import read_ledger
 from spark_jobs.pipeline import run_pipeline
 from tests.conftest import config_with_lake

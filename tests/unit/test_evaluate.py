@@ -298,10 +298,11 @@ def test_production_inputs_and_mask_hold_only_what_the_night_before_knew() -> No
     assert batch.items.tolist() == [[data.item_vocab.encode([1])[0], data.item_vocab.encode([2])[0]]]
     known = set(night.seen[0].indices.tolist())
     assert known == set(data.item_vocab.encode([1, 2]).tolist())  # items 3 and 4 came after that night
-    # the window cut comes after the night's cut: the most recent known event
-    assert data.night_view("test", max_len=1).view.collate([0]).items.tolist() == [
-        [data.item_vocab.encode([2])[0]]
-    ]
+    # the window cut comes after the night's cut: the most recent known event; the mask still
+    # holds every item known by then, not only the window's
+    windowed = data.night_view("test", max_len=1)
+    assert windowed.view.collate([0]).items.tolist() == [[data.item_vocab.encode([2])[0]]]
+    assert set(windowed.seen[0].indices.tolist()) == known
     # item 4 (rated the same day, before the target) is not masked: the night did not know it
     scores = torch.zeros(1, data.n_items + 1)
     scores[0, data.item_vocab.encode([4])[0]] = 2.0
@@ -337,6 +338,9 @@ def test_production_needs_seen_and_a_split_with_targets() -> None:
     model = FixedScores(torch.zeros(3, 6))
     with pytest.raises(ValueError, match="seen"):
         evaluate_view(model, data.night_view("test").view, KS, variant="production")
+    same_day = SequenceData.from_arrow(build_sequences_table(ratings_frame({0: [(1, 1), (2, 2), (3, 3)]})))
+    with pytest.raises(ValueError, match="night view"):  # the test view's inputs reach the target's day
+        evaluate_view(model, same_day.view("test"), KS, variant="production", seen=same_day.seen("test"))
     with pytest.raises(ValueError, match="valid or test"):
         data.night_view("full")
 

@@ -339,6 +339,7 @@ def test_evaluate_saved_drops_unknown_inputs_and_counts_unknown_targets_as_misse
     n_reference = len(reference.view("test"))
     expected = evaluate_splits(model, reference, config.scoring.eval_ks, config.model.max_seq_len)
     assert expected["test"]["paper"]["hr@5"] > 0
+    assert expected["test"]["production"]["hr@5"] > 0 and expected["test"]["production"]["no_history"] < 1
 
     result = flat(evaluate_saved(config, champion, tonight))
     scale = n_reference / (n_reference + 1)  # the same users plus the newcomer, who misses

@@ -35,7 +35,7 @@ def _config(tmp_path, name):
     )
 
 
-def test_a_study_resumes_to_the_trials_asked_and_writes_the_best_as_an_overlay(tmp_path, table):
+def test_a_study_resumes_to_the_trials_asked_and_writes_the_best_as_an_overlay(tmp_path, table, monkeypatch):
     config = _config(tmp_path, "sasrec")
     data = SequenceData.from_arrow(table)
     out = tmp_path / "tune"
@@ -59,6 +59,10 @@ def test_a_study_resumes_to_the_trials_asked_and_writes_the_best_as_an_overlay(t
     assert len(again.trials) == 3  # nothing missing: nothing run
     more, _ = tune.tune(config, data, RUN_DATE, out, trials=4)
     assert len(more.trials) == 4 and tune.finished_trials(more) == 4
+    # trials scored under another evaluation protocol are not resumed
+    monkeypatch.setattr(tune, "EVALUATION_PROTOCOL", tune.EVALUATION_PROTOCOL + 1)
+    with pytest.raises(ValueError, match="evaluation protocol"):
+        tune.tune(config, data, RUN_DATE, out, trials=5)
 
 
 def test_ss4rec_also_tunes_the_time_scale_and_pop_is_refused(tmp_path, table):
