@@ -111,7 +111,8 @@ class Settings:
 # 3: the model's window is its own key (model.max_seq_len = max_len): SASRec's position table
 #    is sized by it, not by the history kept.
 # 4: SS4Rec's default gap transform is log1p (docs/time_scale.md), not the released linear gap.
-TRAINING_PROTOCOL = 4
+# 5: SS4Rec's default time scale is a linear gap in days (the study under evaluation protocol 3).
+TRAINING_PROTOCOL = 5
 # How every run is evaluated (model.evaluate.EVALUATION_PROTOCOL): part of every run's cache
 # key, RecBole's too.
 EVALUATION_PROTOCOL = evaluate.EVALUATION_PROTOCOL
