@@ -281,6 +281,26 @@ def to_pandas(df: DataFrame, columns: Sequence[str]) -> pandas.DataFrame:
     return table.to_pandas(types_mapper=nullable.get)
 
 
+def collect_small(
+    df: DataFrame, suite: Suite, extra: Sequence[str] = (), rows: int | None = None
+) -> pandas.DataFrame | None:
+    """``df`` as GE's pandas engine would judge it (:func:`to_pandas` of the suite's columns, and
+    ``extra`` ones a caller counts on) when it holds at most :data:`PANDAS_MAX_ROWS` rows
+    (``rows``, when known; else counted) and :func:`pandas_can_judge` the suite; else None.
+
+    A caller that needs more than the validation from a small frame collects it once with this
+    and hands the result to :func:`validate` with ``collected=True``.
+    """
+    if not pandas_can_judge(suite):
+        return None
+    rows = df.count() if rows is None else rows
+    if rows > PANDAS_MAX_ROWS:
+        return None
+    log.debug("suite %s: %s rows, validated on GE's pandas engine", suite.name, f"{rows:,}")
+    columns = suite_columns(suite)
+    return to_pandas(df, [*columns, *(c for c in extra if c not in columns)])
+
+
 def _on_pandas(expectations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The suite's expectations with Spark type names replaced by :data:`PANDAS_TYPES`' dtypes."""
     out = []
@@ -300,6 +320,7 @@ def validate(
     parameters: Mapping[str, Any],
     result_format: str | Mapping[str, Any] = DEFAULT_RESULT_FORMAT,
     rows: int | None = None,
+    collected: bool = False,
 ) -> ExpectationSuiteValidationResult:
     """Validate ``df`` with GE 1.x (ephemeral context, whole-frame batch of a dataframe asset).
 
@@ -307,7 +328,8 @@ def validate(
     row per drop). A Spark frame of at most :data:`PANDAS_MAX_ROWS` rows (``rows``, when the
     caller has counted them; else counted here, which materialises a persisted frame's cache)
     is validated on GE's pandas engine, the columns the suite names collected through Arrow,
-    when :func:`pandas_can_judge` the suite.
+    when :func:`pandas_can_judge` the suite (:func:`collect_small`). ``collected``: ``df`` is
+    a pandas frame that :func:`collect_small` returned (its suite's Spark types are mapped).
 
     On a Spark frame, the examples of unexpected values (``partial_unexpected_list``) cost one
     Spark job per expectation. They are fetched only when some expectation found unexpected
@@ -321,17 +343,17 @@ def validate(
     context = _context()
     label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
     expectations = [dict(e) for e in suite.config["expectations"]]
-    if not isinstance(df, pd.DataFrame) and pandas_can_judge(suite):
-        rows = df.count() if rows is None else rows
-        if rows <= PANDAS_MAX_ROWS:
-            log.debug("suite %s: %s rows, validated on GE's pandas engine", suite.name, f"{rows:,}")
-            columns = suite_columns(suite)
-            if isinstance(result_format, Mapping):
-                columns += [
-                    c for c in result_format.get("unexpected_index_column_names", ()) if c not in columns
-                ]
-            df = to_pandas(df, columns)
-            expectations = _on_pandas(expectations)
+    if not isinstance(df, pd.DataFrame):
+        extra = (
+            result_format.get("unexpected_index_column_names", ())
+            if isinstance(result_format, Mapping)
+            else ()
+        )
+        small = collect_small(df, suite, extra, rows)
+        if small is not None:
+            df, collected = small, True
+    if collected:
+        expectations = _on_pandas(expectations)
     if isinstance(df, pd.DataFrame):
         source = context.data_sources.add_pandas(name=label)
     else:

@@ -26,7 +26,7 @@ be gone and the state can no longer be rebuilt.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def as_of_spark(
     """
     from pyspark.sql import functions as F
 
-    from recsys.delta import open_delta
+    from recsys.delta import open_delta, snapshot_partition_dates
 
     reader = spark.read.format("delta")
     if version is not None:
@@ -84,7 +84,9 @@ def as_of_spark(
     rows = table.where(F.col(VALID_FROM_COL) <= F.lit(as_of).cast("date"))
     if within is not None:
         rows = rows.join(F.broadcast(within), list(within.columns), "left_semi")
-    if len(_version_dates(table, as_of)) <= 1:
+    # The version dates <= as_of from the same log (a Spark listing of the files is a job).
+    dates = snapshot_partition_dates(meta, VALID_FROM_COL) if meta is not None else None
+    if dates is not None and len([d for d in dates if d <= as_of]) <= 1:
         return rows  # one version date: every key has one version, nothing to choose
     if within is not None:
         return latest_versions(rows, keys)
@@ -100,21 +102,6 @@ def latest_versions(rows: DataFrame, keys: Sequence[str]) -> DataFrame:
 
     latest = F.max(VALID_FROM_COL).over(Window.partitionBy(*keys))
     return rows.withColumn("_latest", latest).where(F.col(VALID_FROM_COL) == F.col("_latest")).drop("_latest")
-
-
-def _version_dates(table: DataFrame, as_of: dt.date) -> set[dt.date | None]:
-    """The ``valid_from`` values <= ``as_of`` in the snapshot's file list (no data read)."""
-    return {d for d in dates_in_paths(table.inputFiles(), VALID_FROM_COL) if d is None or d <= as_of}
-
-
-def dates_in_paths(files: Iterable[str], column: str) -> set[dt.date | None]:
-    """The values of the date partition ``column`` in Hive-style file paths (None: a file outside one)."""
-    marker = f"/{column}="
-    dates: set[dt.date | None] = set()
-    for file in files:
-        start = file.find(marker)
-        dates.add(dt.date.fromisoformat(file[start + len(marker) :][:10]) if start >= 0 else None)
-    return dates
 
 
 def as_of_arrow(

@@ -61,8 +61,11 @@ def partition_dates(path: str, column: str) -> list[dt.date]:
     From Delta's log (delta-rs), reading no data; an absent table has none.
     """
     table = open_delta(path)
-    if table is None:
-        return []
+    return [] if table is None else snapshot_partition_dates(table, column)
+
+
+def snapshot_partition_dates(table: DeltaTable, column: str) -> list[dt.date]:
+    """:func:`partition_dates` of a delta-rs handle already open (at its version)."""
     return sorted({dt.date.fromisoformat(p[column]) for p in table.partitions() if p.get(column)})
 
 

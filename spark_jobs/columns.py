@@ -6,6 +6,7 @@ from recsys.schema import ITEM_COL, RATING_COL, RATINGS_COLUMNS, TIMESTAMP_COL, 
 
 __all__ = [
     "DROP_DATE_COL",
+    "DROP_MONTH_COL",
     "EVENT_ORDER",
     "GAP_COL",
     "ITEMS_COL",
@@ -36,6 +37,9 @@ __all__ = [
 
 # ratings_bronze, ratings_quarantine, the ingest ledger: the date of the drop a line arrived in
 DROP_DATE_COL = "drop_date"
+# ratings_bronze's partition: the first day of the drop's month. A night of a hundred daily drops
+# writes a file per month, not one per drop (Spark's per-file cost is most of a small night's write).
+DROP_MONTH_COL = "drop_month"
 
 # ratings_bronze: where a line came from, what it said, and why it could not be parsed
 SOURCE_FILE_COL = "source_file"

@@ -120,6 +120,9 @@ class TableLayout:
     # False for the small bookkeeping tables: one file, replaced by predicate (not a partition
     # per date, which costs a file per date on every read and write).
     partitioned: bool = True
+    # The partition columns when they are not the slice's own (publish's ``where``): a coarser
+    # partition that the frame carries, the slice replaced by its data columns' predicate.
+    partition_by: tuple[str, ...] = ()
     # New columns of a later release are added to the table on write (Delta's mergeSchema).
     evolves: bool = False
 
@@ -138,7 +141,9 @@ class TableLayout:
 # is built and abandoned page after page (on 25M bronze rows: 46 s -> 25 s).
 TABLE_LAYOUTS: dict[str, TableLayout] = {
     "ratings_bronze": TableLayout(
-        stats_columns=("line_number", "parse_error"), plain_columns=("raw", "line_number", "timestamp")
+        stats_columns=("drop_date", "line_number", "parse_error"),
+        plain_columns=("raw", "line_number", "timestamp"),
+        partition_by=("drop_month",),
     ),
     "ratings_quarantine": TableLayout(plain_columns=("raw",)),
     "ratings_silver": TableLayout(
@@ -212,8 +217,9 @@ def publish(df: DataFrame, ctx: RunContext, table: str, where: Mapping[str, Any]
     path = ctx.table(table)
     layout = TABLE_LAYOUTS.get(table, TableLayout())
     where = dict(where) if where is not None else {RUN_DATE_COL: ctx.run_date}
-    ensure_table(df.sparkSession, path, df, list(where) if layout.partitioned else [], layout, ctx.run_id)
-    publish_slice(df, path, where, ctx.run_id, layout.write_options, partitioned=layout.partitioned)
+    partition_by = list(layout.partition_by or where) if layout.partitioned else []
+    ensure_table(df.sparkSession, path, df, partition_by, layout, ctx.run_id)
+    publish_slice(df, path, where, ctx.run_id, layout.write_options, partition_by=partition_by)
     log.info("published %s for %s (%s)", table, _describe(where), path)
     return path
 
@@ -312,31 +318,35 @@ def publish_slice(
     where: Mapping[str, Any],
     run_id: str,
     options: Mapping[str, str] | None = None,
-    partitioned: bool = True,
+    partition_by: Sequence[str] | None = None,
 ) -> None:
-    """Overwrite the rows of the slice ``where`` (partition column -> value or values) atomically.
+    """Overwrite the rows of the slice ``where`` (column -> value or values) atomically.
 
     Two jobs can each own a slice of one table (ingest and gate in quarantine, by ``stage``).
     The frame must carry every column of ``where``; rows outside the slice are an error
-    (Delta checks replaceWhere), so a job can never overwrite what it does not own. A slice of
-    several partition values is written one task per value (not one file per value per task);
-    an unpartitioned table is written as one file, its slice replaced by predicate.
+    (Delta checks replaceWhere), so a job can never overwrite what it does not own.
+    ``partition_by``: the table's partition columns, by default the slice's own (``[]``: an
+    unpartitioned table, written as one file). A slice of several values is written one task
+    per partition value (not one file per value per task); a slice of data columns (the
+    partition coarser than the slice) is replaced by predicate, Delta rewriting only the files
+    that hold rows of it.
     """
     missing = [column for column in where if column not in df.columns]
     if missing:
         raise ValueError(f"cannot publish to {path}: the frame has no {', '.join(missing)} column")
-    if not partitioned:
+    partition_by = list(where) if partition_by is None else list(partition_by)
+    if not partition_by:
         df = df.coalesce(1)
     elif any(isinstance(value, (list, tuple, set, frozenset)) and len(value) > 1 for value in where.values()):
-        df = df.repartition(*where)
+        df = df.repartition(*partition_by)
     writer = (
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", slice_predicate(where))
         .option("userMetadata", run_id)
     )
-    if partitioned:
-        writer = writer.partitionBy(*where)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
     for key, value in (options or {}).items():
         writer = writer.option(key, value)
     writer.save(path)
@@ -355,40 +365,6 @@ def holds_slice(path: str, where: Mapping[str, Any]) -> bool:
         for column, value in where.items()
     }
     return any(all(p.get(c) in values for c, values in wanted.items()) for p in table.partitions())
-
-
-def file_counts(
-    path: str, column: str, values: Sequence[dt.date], nulls_of: str | None = None
-) -> dict[dt.date, tuple[int, int]] | None:
-    """Rows (and nulls of ``nulls_of``) per value of the date partition ``column``, for ``values``:
-    sums of the files' statistics in the Delta log (delta-rs, no data read). Every value is
-    present (0 rows when it has no file); None when a file lacks the statistics."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from recsys.delta import open_delta
-
-    counts = {value: (0, 0) for value in values}
-    table = open_delta(path)
-    if table is None:
-        return counts
-    files = pa.table(table.get_add_actions(flatten=True))
-    if files.num_rows == 0:
-        return counts
-    nulls = f"null_count.{nulls_of}" if nulls_of else None
-    needed = ["num_records", *([nulls] if nulls else [])]
-    if any(name not in files.column_names for name in needed):
-        return None
-    files = files.filter(pc.is_in(files[f"partition.{column}"], pa.array(list(values), pa.date32())))
-    if any(files[name].null_count for name in needed):
-        return None
-    for row in files.select([f"partition.{column}", *needed]).to_pylist():
-        rows, missing = counts[row[f"partition.{column}"]]
-        counts[row[f"partition.{column}"]] = (
-            rows + row["num_records"],
-            missing + (row[nulls] if nulls else 0),
-        )
-    return counts
 
 
 def read_small_table(path: str) -> list[dict[str, Any]]:

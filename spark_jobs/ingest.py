@@ -4,16 +4,19 @@ A feed drops each day's files in ``<lake>/<pipeline.landing_dir>/<YYYY-MM-DD>/``
 recsys.datasets replay`` plays a MovieLens file as such drops; ``--input FILE`` lands a file as
 the drop of the run date). The night of run date D ingests every drop dated <= D that the
 ``ingest_ledger`` does not hold, whose files changed since (size or modification time differ and
-the SHA-256 confirms it), or whose gate has not passed yet; each into its own ``drop_date``
-partition of bronze (replaceWhere), so the night costs what its new drops cost. The ledger has
+the SHA-256 confirms it), or whose gate has not passed yet; each replaces the rows of its
+``drop_date`` in bronze (replaceWhere), so the night costs what its new drops cost. The ledger has
 one row per landed file: drop date, format, size, modification time, checksum, header, data
 rows, status (``ingested`` -> ``gated`` -> ``applied``), whether it changed since a previous
 ingest (with the previous checksum), the night and the run id.
 
 Every data line of a drop becomes one bronze row with its source file, its exact 1-based
 line number, its text, the typed fields (null when the line cannot be parsed) and, for lines
-that cannot be parsed, the kind of error. Lines are never dropped: the unparseable ones are
-also copied to ``ratings_quarantine`` (stage ``ingest``) with their text and the reason.
+that cannot be parsed, the kind of error. Bronze is partitioned by the drop's month
+(``drop_month``), ``drop_date`` a column with statistics: a night of many daily drops writes a
+file per month, and a drop is read (:func:`read_bronze`) and replaced by its date. Lines are
+never dropped: the unparseable ones are also copied to ``ratings_quarantine`` (stage
+``ingest``) with their text and the reason.
 
 Line numbers are computed in the JVM without a Python pass: the file scan numbers rows with
 ``monotonically_increasing_id`` (partition id + offset within the partition), and a small
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from recsys.datasets.formats import FORMATS, RatingsFormat
 from spark_jobs.columns import (
     DROP_DATE_COL,
+    DROP_MONTH_COL,
     ITEM_COL,
     LINE_NUMBER_COL,
     PARSE_ERROR_COL,
@@ -66,7 +70,6 @@ from spark_jobs.common import (
     RunContext,
     add_input_arguments,
     context_from_args,
-    file_counts,
     holds_slice,
     inputs_from_args,
     job_parser,
@@ -106,6 +109,7 @@ BRONZE_COLUMNS = (
     *RATINGS_COLUMNS,
     PARSE_ERROR_COL,
     DROP_DATE_COL,
+    DROP_MONTH_COL,
 )
 QUARANTINE_COLUMNS = (SOURCE_FILE_COL, LINE_NUMBER_COL, RAW_COL, REASON_COL, DROP_DATE_COL, STAGE_COL)
 LEDGER_SCHEMA = (
@@ -332,11 +336,56 @@ def publish_quarantine(
     publish(quarantine.select(*QUARANTINE_COLUMNS), ctx, "ratings_quarantine", where)
 
 
+def drop_month(day: dt.date) -> dt.date:
+    """The ``drop_month`` partition of a drop date: the first day of its month."""
+    return day.replace(day=1)
+
+
+def drop_slice(drops: Sequence[dt.date]) -> dict[str, list[dt.date]]:
+    """The bronze slice of ``drops``: their months (partition pruning) and their dates."""
+    return {DROP_MONTH_COL: sorted({drop_month(d) for d in drops}), DROP_DATE_COL: sorted(drops)}
+
+
+def read_bronze(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> DataFrame:
+    """The bronze rows of ``drops``: their month partitions, then their dates (files skipped by
+    their ``drop_date`` statistics)."""
+    from pyspark.sql import functions as F
+
+    bronze = spark.read.format("delta").load(ctx.table("ratings_bronze"))
+    for column, values in drop_slice(drops).items():
+        bronze = bronze.where(F.col(column).isin(values))
+    return bronze
+
+
 def parse_errors(path: str, drops: Sequence[dt.date]) -> int | None:
-    """Bronze rows of ``drops`` with a parse error, from the files' statistics in the Delta log
-    (``parse_error`` keeps null counts; no data read); None when a file lacks them."""
-    counts = file_counts(path, DROP_DATE_COL, drops, nulls_of=PARSE_ERROR_COL)
-    return None if counts is None else sum(rows - nulls for rows, nulls in counts.values())
+    """At least the bronze rows of ``drops`` with a parse error, from the files' statistics in the
+    Delta log (no data read): the parse errors of every file of their months whose ``drop_date``
+    range meets one of them. A file shared with other drops of the month counts theirs too, so 0
+    means none; None when a file lacks the statistics."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from recsys.delta import open_delta
+
+    table = open_delta(path)
+    if table is None or not drops:
+        return 0
+    files = pa.table(table.get_add_actions(flatten=True))
+    needed = ["num_records", f"null_count.{PARSE_ERROR_COL}", f"min.{DROP_DATE_COL}", f"max.{DROP_DATE_COL}"]
+    if files.num_rows == 0:
+        return 0
+    if any(name not in files.column_names for name in needed):
+        return None
+    months = pa.array(drop_slice(drops)[DROP_MONTH_COL], pa.date32())
+    files = files.filter(pc.is_in(files[f"partition.{DROP_MONTH_COL}"], months))
+    if any(files[name].null_count for name in needed):
+        return None
+    errors = 0
+    for row in files.select(needed).to_pylist():
+        low, high = row[f"min.{DROP_DATE_COL}"], row[f"max.{DROP_DATE_COL}"]
+        if any(low <= d <= high for d in drops):
+            errors += row["num_records"] - row[f"null_count.{PARSE_ERROR_COL}"]
+    return errors
 
 
 # ------------------------------------------------------------------ landing zone and ledger
@@ -584,12 +633,13 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
     for part in parts[1:]:
         bronze = bronze.unionByName(part)
     dates = {scanned[file.uri]: plan.drop_date for plan in plans for file in plan.files}
-    bronze = with_file_values(bronze, DROP_DATE_COL, "date", dates).select(*BRONZE_COLUMNS)
-    path = publish(bronze, ctx, "ratings_bronze", {DROP_DATE_COL: drops})
+    bronze = with_file_values(bronze, DROP_DATE_COL, "date", dates)
+    bronze = bronze.withColumn(DROP_MONTH_COL, F.trunc(DROP_DATE_COL, "month")).select(*BRONZE_COLUMNS)
+    path = publish(bronze, ctx, "ratings_bronze", drop_slice(drops))
     # Read back (row groups without parse errors are skipped by their null counts) rather
     # than parse the text a second time; not even that when the files' statistics say no line
     # failed to parse.
-    published = spark.read.format("delta").load(path).where(F.col(DROP_DATE_COL).isin(drops))
+    published = read_bronze(spark, ctx, drops)
     empty = parse_errors(path, drops) == 0
     publish_quarantine(quarantine_rows(published, F.col(PARSE_ERROR_COL), STAGE), ctx, STAGE, drops, empty)
     known = {uri: digest for plan in plans for uri, digest in plan.checksums.items()}

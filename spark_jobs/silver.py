@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from expectations.gate import check, load_suite, validate
+from expectations.gate import check, collect_small, load_suite, validate
 from recsys.asof import AS_OF_KEYS, as_of_spark, latest_versions
 from recsys.delta import partition_dates
 from spark_jobs.columns import (
@@ -69,7 +69,6 @@ from spark_jobs.columns import (
 from spark_jobs.common import (
     RunContext,
     context_from_args,
-    file_counts,
     holds_slice,
     job_parser,
     publish,
@@ -77,10 +76,11 @@ from spark_jobs.common import (
     read_small_table,
     table_exists,
 )
-from spark_jobs.ingest import APPLIED, GATED, drops_with_status, read_ledger, set_status
+from spark_jobs.ingest import APPLIED, GATED, drops_with_status, read_bronze, read_ledger, set_status
 from spark_jobs.validate import (
     RATINGS_SUITE,
     day_start,
+    gate_summary,
     ratings_parameters,
     require_gate_passed,
     save_results,
@@ -88,6 +88,7 @@ from spark_jobs.validate import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     from great_expectations.core import ExpectationSuiteValidationResult
     from pyspark.sql import DataFrame, SparkSession
 
@@ -288,19 +289,24 @@ def versions(clean: DataFrame, previous: DataFrame | None, single_drop: bool = F
     )
 
 
-def validate_silver(frame: DataFrame) -> ExpectationSuiteValidationResult:
-    """``expectations/ratings_silver.json`` on the (persisted) versions frame."""
-    return validate(frame, load_suite(SILVER_SUITE), {})
+def validate_silver(frame: DataFrame) -> tuple[ExpectationSuiteValidationResult, pd.DataFrame | None]:
+    """``expectations/ratings_silver.json`` on the (persisted) versions frame, and the frame as
+    collected for GE's pandas engine with the columns :func:`collected_version_counts` reads
+    (None when it is validated on Spark)."""
+    suite = load_suite(SILVER_SUITE)
+    small = collect_small(frame, suite, [VALID_FROM_COL, USER_COL, COPIES_COL, PREVIOUS_COPIES_COL, _LATE])
+    if small is None:
+        return validate(frame, suite, {}), None
+    return validate(small, suite, {}, collected=True), small
 
 
 def clean_rows(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> DataFrame:
     """The rows of ``drops`` the gate did not quarantine: key, rating, timestamp, lineage, drop_date."""
     from pyspark.sql import functions as F
 
-    bronze = (
-        spark.read.format("delta").load(ctx.table("ratings_bronze")).where(F.col(DROP_DATE_COL).isin(drops))
+    needed = read_bronze(spark, ctx, drops).select(
+        *RATINGS_COLUMNS, SOURCE_FILE_COL, LINE_NUMBER_COL, PARSE_ERROR_COL, DROP_DATE_COL
     )
-    needed = bronze.select(*RATINGS_COLUMNS, SOURCE_FILE_COL, LINE_NUMBER_COL, PARSE_ERROR_COL, DROP_DATE_COL)
     tagged = tag_bronze(needed, load_suite(RATINGS_SUITE), ratings_parameters(ctx.config))
     return tagged.where(F.col(REASON_COL).isNull()).select(
         *KEY, RATING_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, DROP_DATE_COL
@@ -360,14 +366,17 @@ def apply_drops(
     state = None
     try:
         suite = load_suite(SILVER_SUITE)
-        result = validate_silver(frame)
+        result, small = validate_silver(frame)
         save_results(spark, ctx, suite, result, {"drops": [d.isoformat() for d in rebuilt]})
         check(result, suite, f"run_date {ctx.run_date}")
         out = frame.select(*SILVER_COLUMNS)
         if kept is not None:
             out = out.unionByName(kept.select(*SILVER_COLUMNS))
         publish(out, ctx, "ratings_silver", {VALID_FROM_COL: rebuilt})
-        counted = None if kept is not None else version_counts(frame)
+        if kept is not None:
+            counted = None
+        else:
+            counted = version_counts(frame) if small is None else collected_version_counts(small)
         if keep and kept is None:
             single = history is None and len(rebuilt) == 1  # a first load's versions are its state
             state = frame if single else touched_state(history, frame)
@@ -412,6 +421,24 @@ def version_counts(frame: DataFrame) -> dict[dt.date, dict[str, int]]:
     return {row[VALID_FROM_COL]: {name: int(row[name] or 0) for name in counts} for row in rows}
 
 
+def collected_version_counts(frame: pd.DataFrame) -> dict[dt.date, dict[str, int]]:
+    """:func:`version_counts` of a collected frame of versions (with ``_late_lines``; no Spark job)."""
+    per_drop = frame.assign(
+        new_keys=(frame[PREVIOUS_COPIES_COL] == 0).astype("int64"),
+        clean=frame[COPIES_COL].astype("int64") - frame[PREVIOUS_COPIES_COL].astype("int64"),
+    ).groupby(VALID_FROM_COL)
+    counts = per_drop.agg(
+        new_keys=("new_keys", "sum"), clean=("clean", "sum"), users=(USER_COL, "nunique"), late=(_LATE, "sum")
+    )
+    return {drop: {name: int(value) for name, value in row.items()} for drop, row in counts.iterrows()}
+
+
+def gated_rows(spark: SparkSession, ctx: RunContext) -> dict[dt.date, int]:
+    """Bronze rows per drop that tonight's ratings gate read (its summary's drop checks)."""
+    checks = (gate_summary(spark, ctx, RATINGS_SUITE) or {}).get("drop_checks", [])
+    return {dt.date.fromisoformat(str(c[DROP_DATE_COL])): int(c["rows"]) for c in checks}
+
+
 def drop_stats(
     spark: SparkSession,
     ctx: RunContext,
@@ -426,15 +453,13 @@ def drop_stats(
     from pyspark.sql import functions as F
 
     drops = list(drops)
-    # Bronze rows per drop from the files' record counts in the Delta log (what the writer
-    # counted; no data read), quarantine rows from the table (none read when it holds no file
-    # of these drops).
-    files = file_counts(ctx.table("ratings_bronze"), DROP_DATE_COL, drops)
-    if files is not None:
-        read = {drop: rows for drop, (rows, _) in files.items()}
-    else:
-        bronze = spark.read.format("delta").load(ctx.table("ratings_bronze"))
-        read = dict(bronze.where(F.col(DROP_DATE_COL).isin(drops)).groupBy(DROP_DATE_COL).count().collect())
+    # Bronze rows per drop as tonight's ratings gate counted them on the table (its summary;
+    # no data read), else counted here; quarantine rows from the table (none read when it holds
+    # no file of these drops).
+    read = gated_rows(spark, ctx)
+    uncounted = [drop for drop in drops if drop not in read]
+    if uncounted:
+        read.update(read_bronze(spark, ctx, uncounted).groupBy(DROP_DATE_COL).count().collect())
     quarantine = []
     if holds_slice(ctx.table("ratings_quarantine"), {DROP_DATE_COL: drops}):
         quarantine = (

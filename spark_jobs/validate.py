@@ -35,6 +35,7 @@ from expectations.gate import (
     GateError,
     Suite,
     check,
+    collect_small,
     failure_message,
     failures,
     load_suite,
@@ -81,11 +82,13 @@ from spark_jobs.ingest import (
     expected_header,
     publish_quarantine,
     quarantine_rows,
+    read_bronze,
     read_ledger,
     set_status,
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     from great_expectations.core import ExpectationSuiteValidationResult
     from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -206,23 +209,46 @@ class ReasonCounts:
     by_expectation: dict[str, int]
 
 
+def flag_columns(suite: Suite) -> list[str]:
+    """The columns of :func:`flag_rows`, one per row expectation in suite order."""
+    return [f"_rejected_by_{i}" for i in range(len(suite.row_expectations))]
+
+
+def flag_rows(tagged: DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> DataFrame:
+    """``tagged`` with a 0/1 column per row expectation (:func:`flag_columns`; 1: it rejects the row)."""
+    flags = zip(row_predicates(suite, parameters), flag_columns(suite), strict=True)
+    return tagged.select("*", *[predicate.cast("long").alias(flag) for (_, predicate), flag in flags])
+
+
 def reason_counts(tagged: DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> ReasonCounts:
     """One pass: rows per (drop, quarantine reason), and rows each row expectation rejects (with overlaps)."""
     from pyspark.sql import functions as F
 
-    predicates = row_predicates(suite, parameters)
+    flags = flag_columns(suite)
     grouped = (
-        tagged.groupBy(DROP_DATE_COL, REASON_COL)
-        .agg(
-            F.count(F.lit(1)).alias("_rows"),
-            *[F.sum(predicate.cast("long")).alias(f"_p{i}") for i, (_, predicate) in enumerate(predicates)],
-        )
+        flag_rows(tagged, suite, parameters)
+        .groupBy(DROP_DATE_COL, REASON_COL)
+        .agg(F.count(F.lit(1)).alias("_rows"), *[F.sum(flag).alias(flag) for flag in flags])
         .collect()
     )
     by_drop_reason = {(row[DROP_DATE_COL], row[REASON_COL]): int(row["_rows"]) for row in grouped}
     by_expectation = {
-        name: sum(int(row[f"_p{i}"] or 0) for row in grouped) for i, (name, _) in enumerate(predicates)
+        e.name: sum(int(row[flag] or 0) for row in grouped)
+        for e, flag in zip(suite.row_expectations, flags, strict=True)
     }
+    return ReasonCounts(by_drop_reason, by_expectation)
+
+
+def collected_reason_counts(frame: pd.DataFrame, suite: Suite) -> ReasonCounts:
+    """:func:`reason_counts` of :func:`flag_rows`' frame, collected (no Spark job)."""
+    import pandas as pd
+
+    sizes = frame.groupby([DROP_DATE_COL, REASON_COL], dropna=False).size()
+    by_drop_reason = {
+        (drop, None if pd.isna(reason) else reason): int(n) for (drop, reason), n in sizes.items()
+    }
+    flags = zip(suite.row_expectations, flag_columns(suite), strict=True)
+    by_expectation = {e.name: int(frame[flag].sum()) for e, flag in flags}
     return ReasonCounts(by_drop_reason, by_expectation)
 
 
@@ -331,17 +357,30 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
         return summary
     suite = load_suite(RATINGS_SUITE)
     parameters = ratings_parameters(ctx.config)
-    bronze = (
-        spark.read.format("delta").load(ctx.table("ratings_bronze")).where(F.col(DROP_DATE_COL).isin(drops))
-    )
-    # GE and the counts read the few columns the suite checks, from memory, several times.
+    bronze = read_bronze(spark, ctx, drops)
     tagged = tag_bronze(bronze.select(DROP_DATE_COL, *RATINGS_COLUMNS, PARSE_ERROR_COL), suite, parameters)
-    tagged = tagged.persist()
-    try:
-        result = validate(tagged, suite, parameters)
-        counts = reason_counts(tagged, suite, parameters)
-    finally:
-        tagged.unpersist()
+    # A night's few drops are collected once (their rows are in the ledger): GE's pandas engine
+    # and the counts read the same frame. Else GE and the counts read the few columns the suite
+    # checks from memory, on Spark.
+    ledger = read_ledger(ctx)
+    rows_landed = sum(int(row["rows"]) for drop in drops for row in ledger.get(drop, []))
+    flagged = flag_rows(tagged, suite, parameters)
+    small = collect_small(
+        flagged,
+        suite,
+        [DROP_DATE_COL, REASON_COL, *flag_columns(suite)],
+        rows_landed,
+    )
+    if small is not None:
+        result = validate(small, suite, parameters, collected=True)
+        counts = collected_reason_counts(small, suite)
+    else:
+        tagged = tagged.persist()
+        try:
+            result = validate(tagged, suite, parameters)
+            counts = reason_counts(tagged, suite, parameters)
+        finally:
+            tagged.unpersist()
     by_reason: dict[str | None, int] = {}
     by_drop: dict[dt.date, tuple[int, int]] = {}
     for (drop, reason), n in counts.by_drop_reason.items():

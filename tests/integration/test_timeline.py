@@ -133,7 +133,10 @@ def test_each_night_ingests_only_its_new_drops(spark, timeline):
     assert all(
         row["status"] == "applied" and len(row["sha256"]) == 64 for rows in ledger.values() for row in rows
     )
-    assert partition_dates(config.table_path("ratings_bronze"), "drop_date") == sorted(ledger)
+    bronze = spark.read.format("delta").load(config.table_path("ratings_bronze"))
+    assert sorted(r[0] for r in bronze.select("drop_date").distinct().collect()) == sorted(ledger)
+    # bronze is partitioned by the drops' month: every drop of March 2024 in one partition
+    assert partition_dates(config.table_path("ratings_bronze"), "drop_month") == [dt.date(2024, 3, 1)]
     # a night's silver versions are only the keys its drop touched
     silver = spark.read.format("delta").load(config.table_path("ratings_silver"))
     assert silver.where("valid_from = DATE'2024-03-04'").count() == 12

@@ -90,15 +90,38 @@ def test_publish_rows_replaces_its_slice_only_in_one_commit_per_run(tmp_path):
 def test_parse_errors_are_counted_from_the_files_statistics(tmp_path):
     path = str(tmp_path / "bronze")
     schema = pa.schema(
-        [("line_number", pa.int64()), ("parse_error", pa.string()), ("drop_date", pa.date32())]
+        [
+            ("line_number", pa.int64()),
+            ("parse_error", pa.string()),
+            ("drop_date", pa.date32()),
+            ("drop_month", pa.date32()),
+        ]
     )
-    for drop, errors in ((D1, [None, "empty_line", None, "wrong_field_count"]), (D2, [None, None])):
+    d3, d4 = dt.date(2024, 1, 3), dt.date(2024, 2, 1)
+
+    def write(drops: dict[dt.date, list[str | None]]) -> None:
         rows = pa.Table.from_pylist(
-            [{"line_number": i, "parse_error": e, "drop_date": drop} for i, e in enumerate(errors)],
+            [
+                {"line_number": i, "parse_error": e, "drop_date": drop, "drop_month": drop.replace(day=1)}
+                for drop, errors in drops.items()
+                for i, e in enumerate(errors)
+            ],
             schema=schema,
         )
-        replace_where(path, rows, f"drop_date = DATE'{drop}'", "run", ["drop_date"])
+        dates = ", ".join(f"DATE'{d}'" for d in drops)
+        replace_where(path, rows, f"drop_date IN ({dates})", "run", ["drop_month"])
+
+    write({D1: [None, "empty_line", None, "wrong_field_count"]})
+    write({D2: [None, None]})
+    write({d4: ["empty_line"]})
     assert parse_errors(path, [D1]) == 2
     assert parse_errors(path, [D2]) == 0
     assert parse_errors(path, [D1, D2]) == 2
+    assert parse_errors(path, [d4]) == 1
     assert parse_errors(str(tmp_path / "absent"), [D1]) == 0
+    # A file holding several drops of the month counts all of its errors: never fewer than a drop
+    # holds, and 0 only when it holds none.
+    write({D2: [None], d3: ["non_numeric_id"]})
+    assert parse_errors(path, [D2]) == 1
+    assert parse_errors(path, [d3]) == 1
+    assert parse_errors(path, [d4]) == 1
