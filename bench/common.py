@@ -33,14 +33,7 @@ class PeakRSS:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> int:
-        root = psutil.Process(os.getpid())
-        total = 0
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
+        return int(process_tree_sum(lambda proc: proc.memory_info().rss))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -120,21 +113,26 @@ def jvm_counters(spark: Any) -> dict[str, float]:
         "jit_ms": float(management.getCompilationMXBean().getTotalCompilationTime()),
         "gc_ms": float(sum(c.getCollectionTime() for c in collectors)),
         "gc_count": float(sum(c.getCollectionCount() for c in collectors)),
-        "cpu_s": _tree_cpu_seconds(),
+        "cpu_s": process_tree_sum(_cpu_seconds),
         "spark_jobs": float(spark.sparkContext._jsc.sc().dagScheduler().nextJobId()),
         "codegen_compilations": float(codegen.METRIC_COMPILATION_TIME().getCount()),
     }
 
 
-def _tree_cpu_seconds() -> float:
+def _cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def process_tree_sum(measure: Callable[[psutil.Process], float]) -> float:
+    """``measure`` summed over this process and all its children (a process gone meanwhile counts 0)."""
     root = psutil.Process(os.getpid())
     total = 0.0
     for proc in [root, *root.children(recursive=True)]:
         try:
-            times = proc.cpu_times()
+            total += measure(proc)
         except psutil.Error:
             continue
-        total += times.user + times.system
     return total
 
 
