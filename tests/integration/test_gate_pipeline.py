@@ -14,8 +14,12 @@ from spark_jobs import ingest, silver
 from spark_jobs.common import RunContext, table_exists
 from spark_jobs.pipeline import run_pipeline
 from spark_jobs.validate import (
+    collected_reason_counts,
     end_of_day,
+    flag_columns,
+    flag_rows,
     ratings_parameters,
+    reason_counts,
     require_gate_passed,
     run_ratings_gate,
     sequence_checks,
@@ -294,6 +298,51 @@ def test_both_engines_judge_a_batch_alike(spark):
             assert failed == ["user_id"], rows
     finally:
         tagged.unpersist()
+
+
+def test_counts_of_a_collected_batch_equal_the_spark_counts(spark):
+    """The night's gate counts reasons on the frame it collected for GE's pandas engine: the same
+    rows per (drop, reason) and per expectation as the Spark aggregate."""
+    suite = load_suite("ratings")
+    parameters = ratings_parameters(_config(Path("/tmp")))
+    tagged = tag_bronze(_bronze_like(spark), suite, parameters)
+    on_spark = reason_counts(tagged, suite, parameters)
+    small = gate.collect_small(
+        flag_rows(tagged, suite, parameters), suite, ["drop_date", "reason", *flag_columns(suite)], rows=12
+    )
+    collected = collected_reason_counts(small, suite)
+    assert collected == on_spark
+    assert collected.by_drop_reason[(DAY, None)] == 3
+    assert collected.by_drop_reason[(DAY, "expect_column_values_to_be_between(rating)")] == 2
+    assert collected.by_expectation["expect_column_values_to_not_be_null(item_id)"] == 2
+    # GE judges the collected frame as it judges the Spark one
+    assert gate.unexpected_counts(
+        validate(small, suite, parameters, collected=True)
+    ) == gate.unexpected_counts(validate(tagged, suite, parameters, rows=gate.PANDAS_MAX_ROWS + 1))
+    # too many rows, or a suite the pandas engine cannot judge alike: nothing is collected
+    assert gate.collect_small(tagged, suite, rows=gate.PANDAS_MAX_ROWS + 1) is None
+
+
+def test_version_counts_of_a_collected_frame_equal_the_spark_counts(spark):
+    d1, d2 = DAY, DAY + dt.timedelta(days=1)
+    rows = [
+        # user, item, copies, previous copies, valid_from, late lines
+        (1, 10, 1, 0, d1, 0),
+        (1, 11, 3, 1, d1, 1),
+        (2, 10, 2, 0, d1, 0),
+        (1, 10, 2, 1, d2, 1),
+        (3, 12, 1, 0, d2, 0),
+    ]
+    frame = spark.createDataFrame(
+        rows, "user_id long, item_id long, copies int, previous_copies int, valid_from date, _late_lines long"
+    )
+    on_spark = silver.version_counts(frame)
+    collected = silver.collected_version_counts(frame.toPandas())
+    assert collected == on_spark
+    assert collected == {
+        d1: {"new_keys": 2, "clean": 5, "users": 2, "late": 1},
+        d2: {"new_keys": 1, "clean": 2, "users": 2, "late": 1},
+    }
 
 
 def test_pandas_engine_keeps_what_it_cannot_judge_alike_on_spark(spark, engine):

@@ -272,9 +272,24 @@ def test_a_changed_past_drop_is_reingested_logged_and_applied(spark, timeline, c
     later = os.stat(changed).st_mtime_ns + 5_000_000_000
     os.utime(changed, ns=(later, later))
     last = NIGHTS[-1]
+
+    def bronze_lines() -> dict[dt.date, list[str]]:
+        bronze = spark.read.format("delta").load(config.table_path("ratings_bronze"))
+        by_drop: dict[dt.date, list[str]] = {}
+        for r in bronze.select("drop_date", "raw").collect():
+            by_drop.setdefault(r["drop_date"], []).append(r["raw"])
+        return {d: sorted(texts) for d, texts in by_drop.items()}
+
+    before = bronze_lines()
     with caplog.at_level(logging.WARNING, logger="spark_jobs"):
         result = _night(spark, config, last)
     assert result.drops == {dt.date(2024, 3, 3): "changed"}
+    # the drop's rows were replaced in its month's partition; the month's other drops kept theirs
+    after = bronze_lines()
+    assert {d: t for d, t in after.items() if d != dt.date(2024, 3, 3)} == {
+        d: t for d, t in before.items() if d != dt.date(2024, 3, 3)
+    }
+    assert after[dt.date(2024, 3, 3)] == sorted(lines[1:])
     assert any("2024-03-03 changed" in record.getMessage() for record in caplog.records)
     ledger = read_ledger(RunContext.for_date(config, last))
     (row,) = ledger[dt.date(2024, 3, 3)]
