@@ -343,6 +343,8 @@ def validate(
     context = _context()
     label = f"{suite.name}-{uuid.uuid4().hex[:8]}"
     expectations = [dict(e) for e in suite.config["expectations"]]
+    if collected and not isinstance(df, pd.DataFrame):
+        raise TypeError("collected=True takes the pandas frame collect_small returned, not a Spark frame")
     if not isinstance(df, pd.DataFrame):
         extra = (
             result_format.get("unexpected_index_column_names", ())

@@ -74,17 +74,19 @@ def as_of_spark(
 
     from recsys.delta import open_delta, snapshot_partition_dates
 
+    # The table property and the version dates from the log through delta-rs (no Spark job),
+    # and Spark pinned to the same version.
+    meta = open_delta(path, version)
+    if version is None and meta is not None:
+        version = meta.version()
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
     table = reader.load(path)
-    # The table property from the log through delta-rs: no Spark job (DeltaTable.detail() is one).
-    meta = open_delta(path, version)
     check_horizon(path, as_of, meta.metadata().configuration.get(HORIZON_PROPERTY) if meta else None)
     rows = table.where(F.col(VALID_FROM_COL) <= F.lit(as_of).cast("date"))
     if within is not None:
         rows = rows.join(F.broadcast(within), list(within.columns), "left_semi")
-    # The version dates <= as_of from the same log (a Spark listing of the files is a job).
     dates = snapshot_partition_dates(meta, VALID_FROM_COL) if meta is not None else None
     if dates is not None and len([d for d in dates if d <= as_of]) <= 1:
         return rows  # one version date: every key has one version, nothing to choose

@@ -209,19 +209,41 @@ def _all_nullable(data_type: Any) -> Any:
 def publish(df: DataFrame, ctx: RunContext, table: str, where: Mapping[str, Any] | None = None) -> str:
     """Replace a slice of ``table`` with ``df``: by default this run's ``run_date`` partition.
 
-    ``where`` maps partition columns to the value (or values) whose rows ``df`` replaces, e.g.
-    ``{"drop_date": [d1, d2], "stage": "gate"}``; the frame carries those columns. replaceWhere
-    (see :mod:`recsys.delta`), the run id in userMetadata, and the table's :data:`TABLE_LAYOUTS`
-    entry when it is created.
+    ``where`` maps columns to the value (or values) whose rows ``df`` replaces, e.g.
+    ``{"drop_date": [d1, d2], "stage": "gate"}``: the table's partition columns, or data columns
+    when its :data:`TABLE_LAYOUTS` entry partitions it more coarsely (``partition_by``); the
+    frame carries those columns. replaceWhere (see :mod:`recsys.delta`), the run id in
+    userMetadata, and the layout when the table is created. A table partitioned otherwise (by
+    an earlier release) is refused with what to do.
     """
     path = ctx.table(table)
     layout = TABLE_LAYOUTS.get(table, TableLayout())
     where = dict(where) if where is not None else {RUN_DATE_COL: ctx.run_date}
-    partition_by = list(layout.partition_by or where) if layout.partitioned else []
+    partition_by = partition_columns(layout, where)
+    require_partitioning(path, table, partition_by)
     ensure_table(df.sparkSession, path, df, partition_by, layout, ctx.run_id)
     publish_slice(df, path, where, ctx.run_id, layout.write_options, partition_by=partition_by)
     log.info("published %s for %s (%s)", table, _describe(where), path)
     return path
+
+
+def partition_columns(layout: TableLayout, where: Mapping[str, Any]) -> list[str]:
+    """A table's partition columns: its layout's, else the columns of the slice it is written by."""
+    return list(layout.partition_by or where) if layout.partitioned else []
+
+
+def require_partitioning(path: str, table: str, partition_by: Sequence[str]) -> None:
+    """Refuse to write a table whose partition columns (Delta log, delta-rs) are not ``partition_by``."""
+    from recsys.delta import open_delta
+
+    existing = open_delta(path)
+    if existing is None or set(existing.metadata().partition_columns) == set(partition_by):
+        return
+    raise ValueError(
+        f"{path}: table {table} is partitioned by {list(existing.metadata().partition_columns)}, this "
+        f"release writes it partitioned by {list(partition_by)}; move the table aside and rerun the "
+        "night to rebuild it (bronze is rebuilt from the landing zone's drops)"
+    )
 
 
 def publish_kept(
@@ -271,7 +293,7 @@ def publish_rows(
     missing = [column for column in where if column not in target.names]
     if missing:
         raise ValueError(f"cannot publish to {path}: the rows have no {', '.join(missing)} column")
-    replace_where(path, arrow, slice_predicate(where), ctx.run_id, list(where) if layout.partitioned else [])
+    replace_where(path, arrow, slice_predicate(where), ctx.run_id, partition_columns(layout, where))
     log.info("published %s for %s (%s)", table, _describe(where), path)
     return path
 

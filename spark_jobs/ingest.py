@@ -495,6 +495,12 @@ def set_status(ctx: RunContext, drops: Sequence[dt.date], status: str) -> None:
     write_ledger(ctx, rows)
 
 
+def ledger_rows(ctx: RunContext, drops: Sequence[dt.date]) -> dict[dt.date, int]:
+    """Data rows per drop as ingest counted them on the landed files' lines (the ledger)."""
+    ledger = read_ledger(ctx)
+    return {drop: sum(int(row["rows"]) for row in ledger.get(drop, [])) for drop in drops}
+
+
 def drops_with_status(ctx: RunContext, status: str) -> list[dt.date]:
     """Drops dated <= the run date whose ledger status is ``status``, in date order."""
     return sorted(

@@ -36,8 +36,10 @@ Row accounting is exact, per drop (``ratings_drop_stats``) and per night (``rati
 
 where new keys are the versions with ``previous_copies = 0`` and duplicates the clean lines that
 did not add a key (``copies - previous_copies`` summed, minus new keys). Each side is counted on
-its own (bronze rows, quarantine rows, the published versions); if they do not add up the job
-fails. Totals as of D (rows read, in silver, quarantined, duplicates) are sums over drops <= D.
+its own (rows read: the ingest ledger's rows per file, counted on the files' lines, which the
+ratings gate holds equal to the rows bronze holds; quarantine rows; the published versions); if
+they do not add up the job fails. Totals as of D (rows read, in silver, quarantined, duplicates)
+are sums over drops <= D.
 """
 
 from __future__ import annotations
@@ -76,11 +78,18 @@ from spark_jobs.common import (
     read_small_table,
     table_exists,
 )
-from spark_jobs.ingest import APPLIED, GATED, drops_with_status, read_bronze, read_ledger, set_status
+from spark_jobs.ingest import (
+    APPLIED,
+    GATED,
+    drops_with_status,
+    ledger_rows,
+    read_bronze,
+    read_ledger,
+    set_status,
+)
 from spark_jobs.validate import (
     RATINGS_SUITE,
     day_start,
-    gate_summary,
     ratings_parameters,
     require_gate_passed,
     save_results,
@@ -294,9 +303,12 @@ def validate_silver(frame: DataFrame) -> tuple[ExpectationSuiteValidationResult,
     collected for GE's pandas engine with the columns :func:`collected_version_counts` reads
     (None when it is validated on Spark)."""
     suite = load_suite(SILVER_SUITE)
-    small = collect_small(frame, suite, [VALID_FROM_COL, USER_COL, COPIES_COL, PREVIOUS_COPIES_COL, _LATE])
+    rows = frame.count()
+    small = collect_small(
+        frame, suite, [VALID_FROM_COL, USER_COL, COPIES_COL, PREVIOUS_COPIES_COL, _LATE], rows
+    )
     if small is None:
-        return validate(frame, suite, {}), None
+        return validate(frame, suite, {}, rows=rows), None
     return validate(small, suite, {}, collected=True), small
 
 
@@ -433,19 +445,13 @@ def collected_version_counts(frame: pd.DataFrame) -> dict[dt.date, dict[str, int
     return {drop: {name: int(value) for name, value in row.items()} for drop, row in counts.iterrows()}
 
 
-def gated_rows(spark: SparkSession, ctx: RunContext) -> dict[dt.date, int]:
-    """Bronze rows per drop that tonight's ratings gate read (its summary's drop checks)."""
-    checks = (gate_summary(spark, ctx, RATINGS_SUITE) or {}).get("drop_checks", [])
-    return {dt.date.fromisoformat(str(c[DROP_DATE_COL])): int(c["rows"]) for c in checks}
-
-
 def drop_stats(
     spark: SparkSession,
     ctx: RunContext,
     drops: Sequence[dt.date],
     counted: dict[dt.date, dict[str, int]] | None = None,
 ) -> list[DropStats]:
-    """The accounting of ``drops``, each term counted on its own (bronze, quarantine, the versions); checked.
+    """The accounting of ``drops``, each term counted on its own (ledger, quarantine, versions); checked.
 
     ``counted``: the versions' counts per drop as :func:`apply_drops` returns them (else they are
     counted on the published table).
@@ -453,13 +459,10 @@ def drop_stats(
     from pyspark.sql import functions as F
 
     drops = list(drops)
-    # Bronze rows per drop as tonight's ratings gate counted them on the table (its summary;
-    # no data read), else counted here; quarantine rows from the table (none read when it holds
+    # Rows read per drop from the ledger (its files' lines, which the gate checked against the
+    # rows bronze holds; no data read), quarantine rows from the table (none read when it holds
     # no file of these drops).
-    read = gated_rows(spark, ctx)
-    uncounted = [drop for drop in drops if drop not in read]
-    if uncounted:
-        read.update(read_bronze(spark, ctx, uncounted).groupBy(DROP_DATE_COL).count().collect())
+    read = ledger_rows(ctx, drops)
     quarantine = []
     if holds_slice(ctx.table("ratings_quarantine"), {DROP_DATE_COL: drops}):
         quarantine = (

@@ -80,6 +80,7 @@ from spark_jobs.ingest import (
     PARSE_ERRORS,
     drops_with_status,
     expected_header,
+    ledger_rows,
     publish_quarantine,
     quarantine_rows,
     read_bronze,
@@ -362,8 +363,8 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
     # A night's few drops are collected once (their rows are in the ledger): GE's pandas engine
     # and the counts read the same frame. Else GE and the counts read the few columns the suite
     # checks from memory, on Spark.
-    ledger = read_ledger(ctx)
-    rows_landed = sum(int(row["rows"]) for drop in drops for row in ledger.get(drop, []))
+    landed = ledger_rows(ctx, drops)
+    rows_landed = sum(landed.values())
     flagged = flag_rows(tagged, suite, parameters)
     small = collect_small(
         flagged,
@@ -389,6 +390,15 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
         by_drop[drop] = (rows + n, quarantined + (n if reason is not None else 0))
     for drop in drops:
         by_drop.setdefault(drop, (0, 0))
+    # What bronze holds against what ingest counted on the files (the drop stats' rows read).
+    lost = {d: (by_drop[d][0], landed[d]) for d in drops if by_drop[d][0] != landed[d]}
+    if lost:
+        raise GateError(
+            suite.name,
+            f"bronze and the ingest ledger disagree for {ctx.run_date} (drop: bronze rows, ledger rows): "
+            f"{lost}; re-ingest these drops",
+            [],
+        )
     rows = sum(by_reason.values())
     quarantined = sum(n for reason, n in by_reason.items() if reason is not None)
     ge_counts = unexpected_counts(result)

@@ -319,8 +319,10 @@ def test_counts_of_a_collected_batch_equal_the_spark_counts(spark):
     assert gate.unexpected_counts(
         validate(small, suite, parameters, collected=True)
     ) == gate.unexpected_counts(validate(tagged, suite, parameters, rows=gate.PANDAS_MAX_ROWS + 1))
-    # too many rows, or a suite the pandas engine cannot judge alike: nothing is collected
+    # too many rows: nothing is collected
     assert gate.collect_small(tagged, suite, rows=gate.PANDAS_MAX_ROWS + 1) is None
+    with pytest.raises(TypeError, match="collect_small"):
+        validate(tagged, suite, parameters, collected=True)
 
 
 def test_version_counts_of_a_collected_frame_equal_the_spark_counts(spark):
@@ -337,7 +339,8 @@ def test_version_counts_of_a_collected_frame_equal_the_spark_counts(spark):
         rows, "user_id long, item_id long, copies int, previous_copies int, valid_from date, _late_lines long"
     )
     on_spark = silver.version_counts(frame)
-    collected = silver.collected_version_counts(frame.toPandas())
+    # collected as the gate collects (nullable integer columns)
+    collected = silver.collected_version_counts(gate.to_pandas(frame, frame.columns))
     assert collected == on_spark
     assert collected == {
         d1: {"new_keys": 2, "clean": 5, "users": 2, "late": 1},

@@ -10,7 +10,7 @@ from deltalake import DeltaTable
 
 from recsys.config import load_config
 from recsys.delta import arrow_schema, read_arrow, replace_where
-from spark_jobs.common import RunContext, holds_slice, publish_rows
+from spark_jobs.common import RunContext, holds_slice, publish_rows, require_partitioning
 from spark_jobs.ingest import parse_errors
 
 D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
@@ -125,3 +125,15 @@ def test_parse_errors_are_counted_from_the_files_statistics(tmp_path):
     assert parse_errors(path, [D2]) == 1
     assert parse_errors(path, [d3]) == 1
     assert parse_errors(path, [d4]) == 1
+
+
+def test_a_table_partitioned_otherwise_is_refused_with_what_to_do(tmp_path):
+    path = str(tmp_path / "ratings_bronze")
+    rows = pa.Table.from_pylist(
+        [{"drop_date": D1, "n": 1}], schema=pa.schema([("drop_date", pa.date32()), ("n", pa.int64())])
+    )
+    replace_where(path, rows, f"drop_date = DATE'{D1}'", "run", ["drop_date"])  # an earlier release's layout
+    require_partitioning(path, "ratings_bronze", ["drop_date"])
+    require_partitioning(str(tmp_path / "absent"), "ratings_bronze", ["drop_month"])
+    with pytest.raises(ValueError, match=r"partitioned by \['drop_date'\].*\['drop_month'\].*rebuild"):
+        require_partitioning(path, "ratings_bronze", ["drop_month"])
