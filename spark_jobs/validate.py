@@ -378,7 +378,7 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
     else:
         tagged = tagged.persist()
         try:
-            result = validate(tagged, suite, parameters)
+            result = validate(tagged, suite, parameters, rows=rows_landed)
             counts = reason_counts(tagged, suite, parameters)
         finally:
             tagged.unpersist()
