@@ -12,6 +12,9 @@ PYTHON_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
+RECBOLE_VENV := .venv-recbole
+RECBOLE_PY := $(RECBOLE_VENV)/bin/python
+RECBOLE_STAMP := $(RECBOLE_VENV)/.installed-$(shell cat peers/recbole/requirements.txt peers/recbole/link_torch.py requirements.lock | sha256sum | cut -c1-16)
 DELTA_JAR := .cache/ivy/jars/io.delta_delta-spark_4.2_2.13-4.4.0.jar
 # The Spark driver's class-data sharing archive (spark.class_archive), rebuilt with the venv or the jars.
 CLASS_ARCHIVE := .cache/spark-cds/driver.jsa
@@ -31,19 +34,31 @@ AIRFLOW_ENV := set -a && source configs/airflow/$(PROFILE).env && set +a && \
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH &&
 AIRFLOW_DB := $(AIRFLOW_HOME)/.db-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test bench lint venv jars lock clean maintain airflow-db backfill airflow airflow-screenshot chromium
+.PHONY: run test bench lint venv recbole-venv jars lock clean maintain airflow-db backfill airflow airflow-screenshot chromium
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]" --config-settings editable_mode=compat
-	# recbole's own pins conflict with this tree; its imports are patched in model/recbole_compat.py
+	# The embedded ML-100K is a data file of the recbole package: installed for its files only (the
+	# product never imports it; RecBole itself runs in its own environment, `make recbole-venv`).
 	$(PY) -m pip install --quiet --no-deps recbole==1.2.1
 	# The Spark provider's 6.x depends on pyspark-client, which would replace the pinned pyspark:
 	# installed without its dependencies (the ones it uses are in the tree already).
 	$(PY) -m pip install --quiet --no-deps apache-airflow-providers-apache-spark==6.3.4
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The RecBole peer (peers/recbole): its own venv, every package pinned and installed without
+# resolution; torch is the product venv's, linked in (peers/recbole/link_torch.py).
+recbole-venv: $(RECBOLE_STAMP)
+$(RECBOLE_STAMP): peers/recbole/requirements.txt peers/recbole/link_torch.py $(STAMP)
+	@test -x $(RECBOLE_PY) || $(PYTHON_BOOT) -m venv $(RECBOLE_VENV)
+	$(RECBOLE_PY) -m pip install --quiet --upgrade pip==25.3
+	$(RECBOLE_PY) -m pip install --quiet --no-deps -r peers/recbole/requirements.txt
+	$(RECBOLE_PY) -m peers.recbole.link_torch $(VENV)
+	rm -f $(RECBOLE_VENV)/.installed-*
 	touch $@
 
 jars: $(DELTA_JAR) $(CLASS_ARCHIVE)
@@ -89,8 +104,9 @@ airflow: venv jars airflow-db
 maintain: venv jars
 	$(PY) -m spark_jobs.maintenance --run-date $(RUN_DATE)
 
-test: venv jars chromium
+test: venv jars chromium recbole-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(RECBOLE_PY) -m pytest peers/recbole -q
 
 # Headless Chromium renders the night's report in the tests (Debian's package, installed when missing).
 chromium:
@@ -98,7 +114,7 @@ chromium:
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
-bench: venv jars
+bench: venv jars recbole-venv
 	$(PY) bench/run_all.py
 
 lint: venv

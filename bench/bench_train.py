@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     train_view = data.view("train", max_len=args.max_len)
     epoch_targets = int((train_view.lengths - 1).sum())
 
-    from model.recbole_reference import measure_training_throughput
+    from model.recbole_peer import training_throughput
 
     samples: dict[str, list[dict[str, float]]] = {}
     recbole_epoch_samples = 0
@@ -179,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             figures = ours_throughput(name, data, config, args.batch_size, args.max_len, args.batches, device)
             samples.setdefault(name, []).append(figures)
             log.info("repeat %d %s: %s", repeat + 1, name, figures)
-        recbole = measure_training_throughput(
+        recbole = training_throughput(
             n_batches=args.batches,
             batch_size=args.recbole_batch_size,
             max_len=args.max_len,
             device=args.device,
+            threads=args.threads,
         )
         recbole_epoch_samples = recbole["train_samples_per_epoch"]
         rate = recbole["sequences_per_second"]

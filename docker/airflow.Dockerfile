@@ -41,7 +41,7 @@ COPY --chown=airflow:root orchestration ./orchestration
 COPY --chown=airflow:root dags ./dags
 COPY --chown=airflow:root configs ./configs
 COPY --chown=airflow:root docs/sql ./docs/sql
-# recbole (its imports are patched in model/recbole_compat.py) and the Spark provider (its
+# recbole (for the embedded ML-100K file only; never imported) and the Spark provider (its
 # pyspark-client would replace pyspark) without their dependencies, as `make venv` does. The
 # Delta jars resolve into $RECSYS_HOME/.cache/ivy; both DAG files must parse with the image's
 # configuration.

@@ -75,7 +75,8 @@ COPY orchestration ./orchestration
 COPY dags ./dags
 COPY configs ./configs
 COPY docs/sql ./docs/sql
-# recbole without its dependencies (its imports are patched in model/recbole_compat.py).
+# recbole without its dependencies, for the embedded ML-100K file only (never imported; RecBole
+# itself runs in its own environment, peers/recbole, outside the images).
 RUN pip install --no-deps . \
     && pip install --no-deps recbole==1.2.1 \
     && rm -rf build ./*.egg-info

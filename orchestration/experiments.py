@@ -21,12 +21,13 @@ Models:
 * ``ss4rec``, ``ss4rec_s5_only``, ``ss4rec_mamba_only``, ``sasrec`` (ours), ``ncf``, ``pop``:
   :class:`model.train.Trainer` (Adam, early stopping on validation NDCG@10, best epoch tested)
   with the model inputs cut to the last ``--max-len`` events;
-* ``recbole_sasrec``: RecBole's own SASRec (:mod:`model.recbole_reference`, RecBole's trainer
-  and prefix augmentation, ``MAX_ITEM_LIST_LENGTH`` = ``--max-len``), its exported test score
-  matrix ranked by the same rules as ``model.evaluate``. It reads ML-100K from the recbole
-  package (the file the pipeline ingests) and any other dataset from the pipeline's own RecBole
-  export of the lake's silver ratings (:mod:`spark_jobs.export_recbole`, written once to
-  ``<work-dir>/<dataset>/recbole/``), so both sides train on the same interactions;
+* ``recbole_sasrec``: RecBole's own SASRec (``peers/recbole``, run in its own environment by
+  :mod:`model.recbole_peer`: RecBole's trainer and prefix augmentation, ``MAX_ITEM_LIST_LENGTH``
+  = ``--max-len``), its exported test score matrix ranked by ``model.evaluate``. It reads
+  ML-100K from the recbole package (the file the pipeline ingests) and any other dataset from
+  the pipeline's own RecBole export of the lake's silver ratings
+  (:mod:`spark_jobs.export_recbole`, written once to ``<work-dir>/<dataset>/recbole/``), so both
+  sides train on the same interactions;
 * ``als``: Spark MLlib ALS (:mod:`model.baselines_als`) fitted on each user's train and
   validation events (what the sequential models read as input at test time), seed = the run's.
 
@@ -385,7 +386,9 @@ def run_recbole(
 ) -> dict[str, Any]:
     """RecBole's SASRec on the paper protocol with ``MAX_ITEM_LIST_LENGTH`` = ``settings.max_len``,
     on RecBole's dataset ``recbole_dataset`` under ``data_path`` (see :func:`recbole_source`)."""
-    from model.recbole_reference import run_reference
+    import torch
+
+    from model.recbole_peer import train_and_score
 
     overrides = {
         "MAX_ITEM_LIST_LENGTH": settings.max_len,
@@ -394,9 +397,15 @@ def run_recbole(
         "train_batch_size": settings.recbole_batch_size,
         "learning_rate": settings.lr,
     }
-    summary = run_reference(
-        seed, overrides, device="cpu", dataset=recbole_dataset, data_path=data_path
-    ).summary()
+    summary, _ = train_and_score(
+        "sasrec",
+        seed,
+        overrides,
+        device="cpu",
+        dataset=recbole_dataset,
+        data_path=data_path,
+        threads=torch.get_num_threads(),
+    )
     scored = summary["test_metrics_from_scores"]
     return {
         "test": {variant: {name: float(scored[variant][name]) for name in COLUMNS} for variant in VARIANTS},

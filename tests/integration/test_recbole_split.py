@@ -9,11 +9,10 @@ different targets.
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 
 import pytest
 
-from model.recbole_reference import _prepare, build_config
+from model.recbole_peer import recbole_split
 from recsys.datasets import raw_source
 from spark_jobs.common import RunContext
 from spark_jobs.pipeline import run_pipeline
@@ -21,14 +20,6 @@ from spark_jobs.sequences import TEST, VALID
 from tests.conftest import config_with_lake
 
 pytestmark = pytest.mark.spark
-
-
-def _recbole_targets(data) -> dict[int, int]:
-    dataset = data.dataset
-    inter = dataset.inter_feat
-    users = dataset.id2token("user_id", inter["user_id"].numpy())
-    items = dataset.id2token("item_id", inter["item_id"].numpy())
-    return {int(u): int(i) for u, i in zip(users, items, strict=True)}
 
 
 def test_pipeline_split_of_ml100k_equals_recbole_exact_time_split(spark, tmp_path):
@@ -45,12 +36,12 @@ def test_pipeline_split_of_ml100k_equals_recbole_exact_time_split(spark, tmp_pat
                 ours[marker][row["user_id"]] = item
         ties += row["timestamps"][-1] == row["timestamps"][-2]
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, _, valid_data, test_data = _prepare(
-            build_config(device="cpu", overrides={"normalize_all": False}), exact_timestamps=True
-        )
+    split = recbole_split()
+    recbole = {
+        marker: {int(user): int(item) for user, item in split[name].items()}
+        for marker, name in ((VALID, "valid"), (TEST, "test"))
+    }
     assert ties == 415  # the users whose targets depend on the tie rule
     assert len(ours[TEST]) == 943
-    assert ours[TEST] == _recbole_targets(test_data)
-    assert ours[VALID] == _recbole_targets(valid_data)
+    assert ours[TEST] == recbole[TEST]
+    assert ours[VALID] == recbole[VALID]

@@ -37,24 +37,11 @@ class FixedScores(nn.Module):
 
 
 def recbole_metrics(scores: torch.Tensor, targets: torch.Tensor, ks: list[int]) -> dict[str, float]:
-    """RecBole's own path: the collector's topk pos_index, then metrics.Hit / NDCG / MRR."""
-    from model.recbole_compat import import_recbole
+    """RecBole's own path (its collector's topk pos_index, then metrics.Hit / NDCG / MRR), run in
+    the RecBole peer's environment."""
+    from model.recbole_peer import recbole_metrics as peer_metrics
 
-    import_recbole()
-    from recbole.evaluator.collector import DataStruct
-    from recbole.evaluator.metrics import MRR, NDCG, Hit
-
-    _, topk_index = torch.topk(scores, max(ks), dim=-1)
-    positives = torch.zeros_like(scores, dtype=torch.int)
-    positives[torch.arange(len(targets)), targets] = 1
-    rec_topk = torch.cat([positives.gather(1, topk_index), positives.sum(dim=1, keepdim=True)], dim=1)
-    data_struct = DataStruct()
-    data_struct.set("rec.topk", rec_topk)
-    config = {"topk": ks, "metric_decimal_place": 12}
-    results = {}
-    for metric in (Hit(config), NDCG(config), MRR(config)):
-        results.update(metric.calculate_metric(data_struct))
-    return {name.replace("hit@", "hr@"): value for name, value in results.items()}
+    return peer_metrics(scores.numpy(), targets.numpy(), tuple(ks))
 
 
 def random_problem(n_users: int = 300, n_items: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,14 +24,15 @@ SS4Rec inside RecBole for comparison, not as our training path.
 Exact timestamps: SS4Rec needs raw Unix seconds. RecBole stores float fields as float32
 (Unix seconds around 1e9 are then exact only to 64 s) and its ml-100k.yaml min-max normalises
 them (``normalize_all: True``), which would turn every gap into a fraction of the data's time
-span. :class:`ExactTimeSequentialDataset` keeps the time field in float64 (exact for integer
-seconds below 2^53) and :func:`adapter_config` switches normalisation off; the adapter
-refuses a config that normalises the time field and float32 timestamp lists above 2^24.
-The dataset class is registered as ``recbole.data.dataset.SS4RecAdapterDataset``, the name
-``recbole.data.create_dataset`` looks up for a model class named ``SS4RecAdapter`` (RecBole's
-hook for model-specific datasets), so ``create_dataset`` builds it for this model and nothing
-else changes. :func:`model.recbole_reference.run_reference` uses it for SASRec too
-(``exact_timestamps``), so both run on the exact-time split.
+span. :class:`~peers.recbole.dataset.ExactTimeSequentialDataset` keeps the time field in
+float64 (exact for integer seconds below 2^53) and :func:`adapter_config` switches
+normalisation off; the adapter refuses a config that normalises the time field and float32
+timestamp lists above 2^24. The dataset class is registered as
+``recbole.data.dataset.SS4RecAdapterDataset``, the name ``recbole.data.create_dataset`` looks
+up for a model class named ``SS4RecAdapter`` (RecBole's hook for model-specific datasets), so
+``create_dataset`` builds it for this model and nothing else changes.
+:func:`peers.recbole.reference.run_reference` uses it for SASRec too (``exact_timestamps``), so
+both run on the exact-time split.
 
 Hyper-parameters come from the RecBole config (keys of :data:`ADAPTER_DEFAULTS`, defaults =
 the released ML-1M config as in ``configs/base.yaml``).
@@ -41,23 +42,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
 from torch import Tensor
 
-from model.recbole_compat import import_recbole
-
-import_recbole()
-
-from recbole.data import dataset as _recbole_dataset_module  # noqa: E402
-from recbole.data.dataset import SequentialDataset  # noqa: E402
-from recbole.model.abstract_recommender import SequentialRecommender  # noqa: E402
-from recbole.utils import FeatureType, InputType  # noqa: E402
+from peers.recbole import dataset as _exact_time  # noqa: F401  (registers SS4RecAdapterDataset)
+from peers.recbole.reference import run_recbole_model
 
 __all__ = [
     "ADAPTER_DEFAULTS",
-    "ExactTimeSequentialDataset",
     "SS4RecAdapter",
     "adapter_config",
     "run_ss4rec_under_recbole",
@@ -87,27 +82,6 @@ ADAPTER_DEFAULTS: dict[str, Any] = {
 }
 
 FLOAT32_EXACT_LIMIT = 2**24
-
-
-class ExactTimeSequentialDataset(SequentialDataset):
-    """RecBole's SequentialDataset with the time field kept in float64 instead of float32."""
-
-    def _dataframe_to_interaction(self, data: Any) -> Any:
-        interaction = super()._dataframe_to_interaction(data)
-        field = self.time_field
-        if (
-            field is not None
-            and field in data
-            and self.field2type.get(field) == FeatureType.FLOAT
-            and field not in (self.config["numerical_features"] or [])
-        ):
-            values = data[field].to_numpy(dtype=np.float64, copy=True)
-            interaction.interaction[field] = torch.from_numpy(values)
-        return interaction
-
-
-# RecBole's create_dataset picks ``recbole.data.dataset.<model name>Dataset`` when it exists.
-_recbole_dataset_module.SS4RecAdapterDataset = ExactTimeSequentialDataset
 
 
 def adapter_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -223,14 +197,12 @@ def run_ss4rec_under_recbole(
 ) -> Any:
     """Train and evaluate SS4Rec with RecBole's trainer on the paper protocol.
 
-    Same protocol, outputs and options as :func:`model.recbole_reference.run_reference`
-    (a :class:`~model.recbole_reference.ReferenceResult`); ``overrides`` may carry the
+    Same protocol, outputs and options as :func:`peers.recbole.reference.run_reference`
+    (a :class:`~peers.recbole.reference.ReferenceResult`); ``overrides`` may carry the
     adapter's keys (:data:`ADAPTER_DEFAULTS`) and any RecBole setting. SS4Rec's own
     defaults (batch 1024, lr 1e-3, early stopping on NDCG@10, patience 10) match
-    :data:`model.recbole_reference.PAPER_CONFIG`.
+    :data:`peers.recbole.reference.PAPER_CONFIG`.
     """
-    from model.recbole_reference import run_recbole_model
-
     return run_recbole_model(
         SS4RecAdapter,
         seed=seed,

@@ -25,40 +25,37 @@ for raw Unix seconds, e.g. datasets without that yaml); its time sort then falls
 order among the rounded values. On ML-100K that reorders 83 users' histories and changes the
 test item of 4 users and the validation item of 5 (raw float32 seconds: 908 / 149 / 254), so
 it would not evaluate on exactly the split our pipeline uses. With ``exact_timestamps`` the
-dataset is :class:`model.recbole_adapter.ExactTimeSequentialDataset` (time field kept in
+dataset is :class:`peers.recbole.dataset.ExactTimeSequentialDataset` (time field kept in
 float64 seconds) and ``normalize_all`` is off (only user, item and timestamp are loaded, so
 nothing else would be normalised); events with equal timestamps keep file order (stable
 sort), as in RecBole. ``--recbole-float32-time`` runs RecBole as shipped.
 
+The best epoch's weights are kept in memory (:class:`TimedTrainer`), not in a pickled
+checkpoint file, so nothing is loaded back with pickle.
+
 Besides RecBole's own test metrics, :func:`run_reference` returns the full test score
-matrix of the best checkpoint (``full_sort_predict`` on RecBole's test interactions,
+matrix of the best epoch (``full_sort_predict`` on RecBole's test interactions,
 column 0 = padding = ``-inf`` like RecBole's evaluator), the raw user id and raw target item
 id of every row, the raw item id of every column and the seen-item mask (all of a user's
-interactions before the test one), so ``model.evaluate`` can compute both the paper variant
-(no masking) and the production variant (seen items masked) on exactly the same scores.
-
-CLI::
-
-    python -m model.recbole_reference --seed 2020 --json out.json [--scores out.npz]
-        [--epochs N] [--set key=value ...] [--recbole-float32-time] [--throughput]
+interactions before the test one), so the product's evaluator (``model.evaluate``, through
+:mod:`model.recbole_peer`) computes both the paper variant (no masking) and the production
+variant (seen items masked) on exactly the same scores. The CLI is :mod:`peers.recbole.__main__`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.recbole_compat import import_recbole
+from peers.recbole.runtime import config as recbole_config
+from peers.recbole.runtime import numpy_aliases, recbole_data_path, sequential_models
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +136,6 @@ SUMMARY_KEYS = (
 )
 
 
-def recbole_data_path() -> str:
-    """``dataset_example`` inside the installed recbole package (holds ml-100k)."""
-    recbole = import_recbole()
-    return os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
-
-
 def _resolve_device(device: str) -> str:
     import torch
 
@@ -167,9 +158,7 @@ def build_config(
     SASRec gets :data:`PAPER_CONFIG`; any other model :data:`PROTOCOL_CONFIG` (its own
     hyper-parameters come from ``overrides`` or its defaults).
     """
-    import_recbole()
     import torch
-    from recbole.config import Config
 
     device = _resolve_device(device)
     config_dict = copy.deepcopy(PAPER_CONFIG if model == "SASRec" else PROTOCOL_CONFIG)
@@ -183,7 +172,7 @@ def build_config(
         }
     )
     config_dict.update(copy.deepcopy(overrides or {}))
-    config = Config(model=model, dataset=dataset, config_dict=config_dict)
+    config = recbole_config(model, dataset, config_dict)
     config["device"] = torch.device(device)
     return config
 
@@ -223,10 +212,6 @@ class ReferenceResult:
             "best_valid_score": self.best_valid_score,
             "valid_metrics": self.valid_metrics,
             "test_metrics_recbole": self.test_metrics,
-            "test_metrics_from_scores": {
-                "paper": ranking_metrics(self.scores, self.target_index),
-                "production": ranking_metrics(self.scores, self.target_index, self.seen_mask),
-            },
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "epoch_seconds": self.epoch_seconds,
@@ -251,41 +236,20 @@ class ReferenceResult:
         )
 
 
-def ranking_metrics(
-    scores: np.ndarray,
-    target_index: np.ndarray,
-    seen_mask: np.ndarray | None = None,
-    ks: tuple[int, ...] = KS,
-) -> dict[str, float]:
-    """HR/NDCG/MRR@k (keys ``hr@10`` ...) of one target per row, ranking against columns 1..N.
-
-    The project's evaluator's rules (:func:`model.evaluate.target_ranks`: ties are ranked ahead
-    of the target, so a tie never flatters a model; RecBole's ``topk`` breaks exact ties
-    arbitrarily); with ``seen_mask`` every seen item is set to -inf, the target included (a
-    seen target is a miss: production never recommends it).
-    """
-    import torch
-
-    from model.evaluate import metrics_from_ranks, target_ranks
-
-    scores = np.asarray(scores, dtype=np.float64)
-    if seen_mask is not None:
-        scores = np.where(np.asarray(seen_mask, dtype=bool), -np.inf, scores)
-    ranks = target_ranks(torch.from_numpy(scores), torch.from_numpy(np.asarray(target_index, dtype=np.int64)))
-    return metrics_from_ranks(ranks, ks)
-
-
 def _timed_trainer_class() -> type:
-    import_recbole()
     from recbole.trainer import Trainer
 
     class TimedTrainer(Trainer):
-        """RecBole's Trainer, recording the wall time of every training epoch."""
+        """RecBole's Trainer, recording the wall time of every training epoch and keeping the
+        best epoch's weights in memory: where RecBole would pickle a checkpoint (model, optimizer
+        and its Config), a copy of the model's state dict is kept, and :meth:`restore_best` loads
+        it back. Nothing goes through a file, so nothing is unpickled."""
 
         def __init__(self, config: Any, model: Any) -> None:
             super().__init__(config, model)
             self.epoch_seconds: list[float] = []
             self.best_epoch = -1
+            self.best_state: dict[str, Any] | None = None
 
         def _train_epoch(self, train_data: Any, epoch_idx: int, *args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
@@ -294,8 +258,13 @@ def _timed_trainer_class() -> type:
             return out
 
         def _save_checkpoint(self, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
-            super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.best_epoch = epoch
+
+        def restore_best(self) -> None:
+            if self.best_state is None:
+                raise RuntimeError("no epoch was kept: fit(saved=True) must run first")
+            self.model.load_state_dict(self.best_state)
 
     return TimedTrainer
 
@@ -307,7 +276,7 @@ def _prepare(config: Any, exact_timestamps: bool = True) -> tuple[Any, Any, Any,
 
     init_seed(config["seed"], config["reproducibility"])
     if exact_timestamps:
-        from model.recbole_adapter import ExactTimeSequentialDataset
+        from peers.recbole.dataset import ExactTimeSequentialDataset
 
         dataset = ExactTimeSequentialDataset(config)
     else:
@@ -391,8 +360,7 @@ def run_recbole_model(
     exact_timestamps: bool = True,
 ) -> ReferenceResult:
     """Train ``model_class`` (a RecBole SequentialRecommender) with RecBole's Trainer on the
-    paper protocol, test its best-validation checkpoint and export its test score matrix."""
-    import_recbole()
+    paper protocol, test its best-validation epoch and export its test score matrix."""
     import torch
 
     name = model_class.__name__
@@ -406,7 +374,8 @@ def run_recbole_model(
         best_valid_score, best_valid = trainer.fit(
             train_data, valid_data, saved=True, show_progress=config["show_progress"]
         )
-        test_metrics = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+        trainer.restore_best()
+        test_metrics = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         exported = export_test_scores(trainer.model, ds, test_data, config["device"])
 
     settings = {key: config[key] for key in SUMMARY_KEYS if config[key] is not None}
@@ -436,10 +405,9 @@ def run_reference(
     exact_timestamps: bool = True,
 ) -> ReferenceResult:
     """Train and evaluate RecBole's SASRec on the paper protocol; see the module docstring."""
-    import_recbole()
-    from recbole.model.sequential_recommender import SASRec
-
-    return run_recbole_model(SASRec, seed, overrides, device, dataset, data_path, exact_timestamps)
+    return run_recbole_model(
+        sequential_models().SASRec, seed, overrides, device, dataset, data_path, exact_timestamps
+    )
 
 
 def measure_training_throughput(
@@ -467,14 +435,13 @@ def measure_training_throughput(
         overrides["train_batch_size"] = batch_size
     if max_len is not None:
         overrides["MAX_ITEM_LIST_LENGTH"] = max_len
-    import_recbole()
-    from recbole.model.sequential_recommender import SASRec
+    sasrec = sequential_models().SASRec
 
     with tempfile.TemporaryDirectory(prefix="recbole-ckpt-") as ckpt:
         config = build_config(seed, dataset, data_path, ckpt, device, overrides)
         _, train_data, _, _ = _prepare(config)
     dev = config["device"]
-    model = SASRec(config, train_data._dataset).to(dev)
+    model = sasrec(config, train_data._dataset).to(dev)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
 
@@ -519,69 +486,47 @@ def measure_training_throughput(
     }
 
 
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description="RecBole SASRec reference run (paper protocol).")
-    parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--json", type=Path, help="write the summary figures here")
-    parser.add_argument("--scores", type=Path, help="write the test score matrix and ids here (.npz)")
-    parser.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    parser.add_argument("--epochs", type=int, help="cap on training epochs (default: 200, early stopping)")
-    parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--data-path", help="RecBole atomic-files root (default: recbole's dataset_example)")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="extra RecBole setting (YAML value)"
-    )
-    parser.add_argument(
-        "--throughput", action="store_true", help="only measure training throughput (sequences/s)"
-    )
-    parser.add_argument("--throughput-batches", type=int, default=5)
-    parser.add_argument(
-        "--recbole-float32-time",
-        action="store_true",
-        help="RecBole's float32 timestamps (its shipped behaviour) instead of exact ones",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = _parse_value(value)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-
-    if args.throughput:
-        out = measure_training_throughput(
-            n_batches=args.throughput_batches,
-            seed=args.seed,
-            device=args.device,
-            overrides=overrides,
-            dataset=args.dataset,
-            data_path=args.data_path,
+def split_targets(
+    exact_timestamps: bool = True, dataset: str = "ml-100k", data_path: str | None = None
+) -> dict[str, dict[str, str]]:
+    """RecBole's leave-one-out split of ``dataset``: ``{"valid": {user: item}, "test": {user: item}}``
+    (raw ids), on the paper protocol (exact timestamps unless told otherwise)."""
+    overrides = EXACT_TIME_CONFIG if exact_timestamps else {}
+    with tempfile.TemporaryDirectory(prefix="recbole-ckpt-") as ckpt:
+        config = build_config(
+            dataset=dataset, data_path=data_path, checkpoint_dir=ckpt, device="cpu", overrides=overrides
         )
-    else:
-        result = run_reference(
-            args.seed, overrides, args.device, args.dataset, args.data_path, not args.recbole_float32_time
-        )
-        out = result.summary()
-        if args.scores:
-            result.save_scores(args.scores)
-            out["scores_file"] = str(args.scores)
-    text = json.dumps(out, indent=2, default=str)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
-    return out
+        _, _, valid_data, test_data = _prepare(config, exact_timestamps)
+
+    def targets(data: Any) -> dict[str, str]:
+        dataset_ = data.dataset
+        inter = dataset_.inter_feat
+        users = dataset_.id2token(dataset_.uid_field, inter[dataset_.uid_field].numpy())
+        items = dataset_.id2token(dataset_.iid_field, inter[dataset_.iid_field].numpy())
+        return {str(u): str(i) for u, i in zip(users, items, strict=True)}
+
+    return {"valid": targets(valid_data), "test": targets(test_data)}
 
 
-if __name__ == "__main__":
-    main()
+def recbole_metrics(scores: np.ndarray, targets: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """RecBole's own evaluation of one target per row: its collector's top-k positions
+    (``torch.topk``, which orders exact ties arbitrarily), then ``Hit``/``NDCG``/``MRR``
+    (keys ``hr@10`` ...)."""
+    import torch
+    from recbole.evaluator.collector import DataStruct
+    from recbole.evaluator.metrics import MRR, NDCG, Hit
+
+    numpy_aliases()
+    scores_t = torch.from_numpy(np.asarray(scores))
+    targets_t = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+    _, topk_index = torch.topk(scores_t, max(ks), dim=-1)
+    positives = torch.zeros_like(scores_t, dtype=torch.int)
+    positives[torch.arange(len(targets_t)), targets_t] = 1
+    rec_topk = torch.cat([positives.gather(1, topk_index), positives.sum(dim=1, keepdim=True)], dim=1)
+    data_struct = DataStruct()
+    data_struct.set("rec.topk", rec_topk)
+    settings = {"topk": list(ks), "metric_decimal_place": 12}
+    results: dict[str, float] = {}
+    for metric in (Hit(settings), NDCG(settings), MRR(settings)):
+        results.update(metric.calculate_metric(data_struct))
+    return _metric_keys(results)

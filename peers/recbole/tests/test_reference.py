@@ -1,4 +1,4 @@
-"""model/recbole_reference.py: RecBole SASRec reference run, score export, throughput, CLI."""
+"""peers/recbole/reference.py and its CLI: RecBole SASRec reference run, score export, throughput."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.recbole_reference import (
+from peers.recbole.__main__ import main
+from peers.recbole.reference import (
     PAPER_CONFIG,
     _prepare,
     build_config,
-    main,
     measure_training_throughput,
-    ranking_metrics,
+    recbole_metrics,
 )
+from peers.recbole.runtime import recbole_data_path
 
 # Light users (<= 40 ratings: 305 users) and a small SASRec keep one epoch to seconds on CPU.
 TINY = [
@@ -34,8 +35,6 @@ def _raw_ratings():
     import os
 
     import pandas as pd
-
-    from model.recbole_reference import recbole_data_path
 
     frame = pd.read_csv(os.path.join(recbole_data_path(), "ml-100k", "ml-100k.inter"), sep="\t")
     frame.columns = ["user_id", "item_id", "rating", "timestamp"]
@@ -81,31 +80,10 @@ def test_exact_timestamps_change_recbole_split():
     assert sum(exact_targets[u] != shipped_targets[u] for u in exact_targets) == 4
 
 
-def test_ranking_metrics_rules():
-    scores = np.array(
-        [
-            [-np.inf, 0.9, 0.5, 0.1, 0.7],  # target 2: rank 3 -> 2 once item 1 (seen) is masked
-            [-np.inf, 0.1, 0.2, 0.3, 0.4],  # target 4: rank 1
-            [-np.inf, 0.4, 0.4, 0.4, 0.0],  # target 1: tied with items 2 and 3, rank 3; seen -> miss
-        ]
-    )
-    target = np.array([2, 4, 1])
-    seen = np.zeros_like(scores, dtype=bool)
-    seen[0, 1] = True
-    seen[2, 1] = True
-    paper = ranking_metrics(scores, target, ks=(1, 2))
-    production = ranking_metrics(scores, target, seen, ks=(1, 2))
-    assert paper["hr@1"] == pytest.approx(1 / 3)  # the tie ranks ahead of the target
-    assert paper["hr@2"] == pytest.approx(1 / 3)
-    assert paper["mrr@2"] == pytest.approx(1 / 3)
-    assert production["hr@2"] == pytest.approx(2 / 3)
-    assert production["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1) / 3)
-
-
 @pytest.mark.slow
 def test_cli_runs_reference_and_exports_comparable_scores(tmp_path):
     out_json, out_npz = tmp_path / "ref.json", tmp_path / "ref.npz"
-    args = ["--seed", "2020", "--device", "cpu", "--epochs", "1", "--json", str(out_json)]
+    args = ["sasrec", "--seed", "2020", "--device", "cpu", "--epochs", "1", "--json", str(out_json)]
     args += ["--scores", str(out_npz)]
     for item in TINY:
         args += ["--set", item]
@@ -117,8 +95,8 @@ def test_cli_runs_reference_and_exports_comparable_scores(tmp_path):
     assert summary["epochs_run"] == 1 and len(summary["epoch_seconds"]) == 1
     assert summary["train_sequences_per_second"] > 0
     assert summary["config"]["exact_timestamps"] is True
-    recbole_metrics = summary["test_metrics_recbole"]
-    assert set(recbole_metrics) == {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)}
+    reported = summary["test_metrics_recbole"]
+    assert set(reported) == {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)}
 
     data = np.load(out_npz, allow_pickle=False)
     scores, target, seen = data["scores"], data["target_index"], data["seen_mask"]
@@ -138,24 +116,10 @@ def test_cli_runs_reference_and_exports_comparable_scores(tmp_path):
     assert seen[np.arange(n_users), first_col].all()
     assert not seen[np.arange(n_users), target].any()  # ML-100K has no repeat ratings
 
-    # The exported matrix reproduces RecBole's own evaluation (6 decimals) ...
-    paper = ranking_metrics(scores, target)
-    for key, value in recbole_metrics.items():
-        assert paper[key] == pytest.approx(value, abs=2e-6)
-    # ... and the project's evaluator agrees on both variants.
-    import scipy.sparse as sp
-
-    from model.evaluate import mask_seen, metrics_from_ranks, target_ranks
-
-    scores_t, target_t = torch.from_numpy(scores), torch.from_numpy(target)
-    ours_paper = metrics_from_ranks(target_ranks(scores_t, target_t), (5, 10, 20))
-    masked = mask_seen(scores_t, sp.csr_matrix(seen), torch.arange(n_users))
-    ours_production = metrics_from_ranks(target_ranks(masked, target_t), (5, 10, 20))
-    production = summary["test_metrics_from_scores"]["production"]
-    for key in recbole_metrics:
-        assert ours_paper[key] == pytest.approx(paper[key], abs=1e-12)
-        assert ours_production[key] == pytest.approx(production[key], abs=1e-12)
-        assert production[key] >= paper[key] - 1e-12  # masking seen items only helps unseen targets
+    # The exported matrix is the one RecBole evaluated: its own metrics of it agree (6 decimals).
+    from_scores = recbole_metrics(scores, target)
+    for key, value in reported.items():
+        assert from_scores[key] == pytest.approx(value, abs=2e-6)
 
 
 @pytest.mark.slow
