@@ -31,8 +31,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON_ENV = "RECBOLE_PEER_PYTHON"
 DEFAULT_PEER_PYTHON = REPO_ROOT / ".venv-recbole" / "bin" / "python"
 KS = (5, 10, 20)
+# How a peer run's scores are exported and ranked; part of a cached run's key
+# (orchestration.experiments). 1: production from every event before the target, in-process
+# RecBole; 2: the peer's own environment, production at the night before the target's day.
+PEER_PROTOCOL = 2
 # Arrays a training run's score file holds (peers.recbole.reference.ReferenceResult.save_scores).
-SCORE_ARRAYS = ("scores", "user_raw_ids", "target_raw_ids", "target_index", "item_raw_ids", "seen_mask")
+SCORE_ARRAYS = (
+    "scores",
+    "user_raw_ids",
+    "target_raw_ids",
+    "target_index",
+    "item_raw_ids",
+    "seen_mask",
+    "night_scores",
+    "night_seen_mask",
+    "night_cold",
+)
 _LOG_TAIL = 40
 
 
@@ -114,6 +128,34 @@ def ranking_metrics(
     return metrics_from_ranks(ranks, ks)
 
 
+def night_metrics(
+    scores: np.ndarray,
+    target_index: np.ndarray,
+    seen_mask: np.ndarray,
+    cold: np.ndarray,
+    ks: tuple[int, ...] = KS,
+) -> dict[str, float]:
+    """The production variant as :func:`model.evaluate.evaluate` computes it, on the peer's night
+    inputs: the warm rows ranked with their night's seen items masked, every ``cold`` row (no
+    event before the night) a miss; ``no_history`` is the cold share."""
+    import torch
+
+    from model.evaluate import metric_sums, target_ranks
+
+    cold = np.asarray(cold, dtype=bool)
+    warm = ~cold
+    masked = np.where(
+        np.asarray(seen_mask, dtype=bool)[warm], -np.inf, np.asarray(scores, dtype=np.float64)[warm]
+    )
+    ranks = target_ranks(
+        torch.from_numpy(masked), torch.from_numpy(np.asarray(target_index, dtype=np.int64)[warm])
+    )
+    users = max(len(cold), 1)
+    metrics = {name: value / users for name, value in metric_sums(ranks, ks).items()}
+    metrics["no_history"] = float(cold.sum()) / users
+    return metrics
+
+
 def train_and_score(
     model: str = "sasrec",
     seed: int = 2020,
@@ -126,8 +168,9 @@ def train_and_score(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Train ``model`` (``sasrec``: RecBole's SASRec; ``ss4rec``: ours under RecBole's trainer) in the
     peer on the paper protocol; (its summary with ``test_metrics_from_scores`` added, the test score
-    arrays). The summary's metrics from scores are this project's evaluator's, paper (no masking)
-    and production (seen items masked), on the best epoch's scores."""
+    arrays). The summary's metrics from scores are this project's evaluator's on the best epoch:
+    ``paper`` (RecBole's test inputs, nothing masked) and ``production`` (the night before the
+    target's day: :func:`night_metrics`)."""
     if model not in ("sasrec", "ss4rec"):
         raise ValueError(f"unknown RecBole peer model {model!r}; expected 'sasrec' or 'ss4rec'")
     args = ["--seed", str(seed), "--device", device, "--dataset", dataset, *_settings_args(overrides)]
@@ -147,7 +190,9 @@ def train_and_score(
     summary.pop("scores_file", None)
     summary["test_metrics_from_scores"] = {
         "paper": ranking_metrics(arrays["scores"], arrays["target_index"]),
-        "production": ranking_metrics(arrays["scores"], arrays["target_index"], arrays["seen_mask"]),
+        "production": night_metrics(
+            arrays["night_scores"], arrays["target_index"], arrays["night_seen_mask"], arrays["night_cold"]
+        ),
     }
     return summary, arrays
 
@@ -180,6 +225,8 @@ def recbole_metrics(scores: np.ndarray, targets: np.ndarray, ks: tuple[int, ...]
         return run_peer("metrics", ["--scores", str(path), "--ks", *map(str, ks)], Path(scratch))
 
 
-def recbole_split(exact_timestamps: bool = True) -> dict[str, dict[str, str]]:
-    """RecBole's leave-one-out split of its ML-100K example: ``{"valid"|"test": {user: item}}`` (raw ids)."""
+def recbole_split(exact_timestamps: bool = True) -> dict[str, dict[str, Any]]:
+    """RecBole's leave-one-out split of its ML-100K example, by raw user id: ``valid`` and ``test``
+    (each user's target item) and ``test_night_known`` (the events before the test one that the
+    night before its day knew; 0 = cold)."""
     return run_peer("split", [] if exact_timestamps else ["--recbole-float32-time"])

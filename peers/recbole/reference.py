@@ -198,6 +198,10 @@ class ReferenceResult:
     item_raw_ids: np.ndarray = field(repr=False)
     # [n_users, n_items + 1] bool: items the user interacted with before the test interaction.
     seen_mask: np.ndarray = field(repr=False)
+    # The production protocol's inputs (export_test_scores): scores, seen items, cold users.
+    night_scores: np.ndarray = field(repr=False)
+    night_seen_mask: np.ndarray = field(repr=False)
+    night_cold: np.ndarray = field(repr=False)
 
     @property
     def mean_epoch_seconds(self) -> float:
@@ -221,6 +225,7 @@ class ReferenceResult:
                 self.train_samples_per_epoch / self.mean_epoch_seconds if self.epoch_seconds else None
             ),
             "n_test_users": len(self.user_raw_ids),
+            "night_cold_users": int(self.night_cold.sum()),
             "n_items": len(self.item_raw_ids) - 1,
         }
 
@@ -233,6 +238,9 @@ class ReferenceResult:
             target_index=self.target_index,
             item_raw_ids=self.item_raw_ids,
             seen_mask=self.seen_mask,
+            night_scores=self.night_scores,
+            night_seen_mask=self.night_seen_mask,
+            night_cold=self.night_cold,
         )
 
 
@@ -294,12 +302,103 @@ def _metric_keys(metrics: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def export_test_scores(model: Any, dataset: Any, test_data: Any, device: Any) -> dict[str, np.ndarray]:
-    """Score every test interaction of ``test_data`` against all items with ``model``.
+SECONDS_PER_DAY = 86_400
 
-    Mirrors RecBole's ``Trainer._full_sort_batch_eval`` (``full_sort_predict``, padding column
-    set to ``-inf``; no history masking for sequential models) and adds the ids needed to
-    line the rows up with another evaluator.
+
+def _histories(
+    dataset: Any, user_idx: np.ndarray, target_idx: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per test row, the user's interactions before the test one: (items, times), chronological.
+
+    ``inter_feat`` holds RecBole's augmented samples (one per prefix, sorted by user then time):
+    a user with n events has n - 1 rows whose targets are events 2..n; event 1 is the first
+    row's history.
+    """
+    inter = dataset.inter_feat
+    suffix = dataset.config["LIST_SUFFIX"]
+    uid, iid, time = dataset.uid_field, dataset.iid_field, dataset.time_field
+    all_users = inter[uid].numpy()
+    order = np.argsort(all_users, kind="stable")
+    all_users = all_users[order]
+    all_items = inter[iid].numpy()[order]
+    all_times = inter[time].numpy().astype(np.float64)[order]
+    first_items = inter[iid + suffix][:, 0].numpy()[order]
+    first_times = inter[time + suffix][:, 0].numpy().astype(np.float64)[order]
+    lows = np.searchsorted(all_users, user_idx, side="left")
+    highs = np.searchsorted(all_users, user_idx, side="right")
+    out = []
+    for row, (lo, hi) in enumerate(zip(lows, highs, strict=True)):
+        if hi <= lo or all_items[hi - 1] != target_idx[row]:
+            raise ValueError(f"test target of user row {row} is not the user's last interaction")
+        items = np.concatenate([first_items[lo : lo + 1], all_items[lo : hi - 1]])
+        times = np.concatenate([first_times[lo : lo + 1], all_times[lo : hi - 1]])
+        out.append((items, times))
+    return out
+
+
+def night_inputs(
+    histories: list[tuple[np.ndarray, np.ndarray]], target_times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The production protocol's cut (``model.evaluate``): per test row, how many of the user's
+    earlier events are dated before the UTC midnight that starts the target's day (the events
+    the night before that day knew: a prefix, the history being chronological), and that
+    midnight (the night's end, the query time)."""
+    night = np.asarray(target_times, dtype=np.float64)
+    night = night - night % SECONDS_PER_DAY
+    known = np.array(
+        [
+            int(np.searchsorted(times, cut, side="left"))
+            for (_, times), cut in zip(histories, night, strict=True)
+        ]
+    )
+    return known, night
+
+
+def _night_interaction(dataset: Any, rows: np.ndarray, user_idx: np.ndarray, histories, known, night) -> Any:
+    """A RecBole interaction of ``rows``: each user's last ``MAX_ITEM_LIST_LENGTH`` events before
+    the night, left-aligned and padded with 0; query time = the night's end (never before the
+    last input event)."""
+    import torch
+    from recbole.data.interaction import Interaction
+
+    config = dataset.config
+    suffix, max_len = config["LIST_SUFFIX"], config["MAX_ITEM_LIST_LENGTH"]
+    iid, time = dataset.iid_field, dataset.time_field
+    items = np.zeros((len(rows), max_len), dtype=np.int64)
+    times = np.zeros((len(rows), max_len), dtype=np.float64)
+    lengths = np.zeros(len(rows), dtype=np.int64)
+    query = np.zeros(len(rows), dtype=np.float64)
+    for i, row in enumerate(rows):
+        row_items, row_times = histories[row]
+        start = max(int(known[row]) - max_len, 0)
+        n = int(known[row]) - start
+        items[i, :n] = row_items[start : known[row]]
+        times[i, :n] = row_times[start : known[row]]
+        lengths[i] = n
+        query[i] = max(night[row], row_times[known[row] - 1])
+    return Interaction(
+        {
+            dataset.uid_field: torch.from_numpy(user_idx[rows]),
+            iid + suffix: torch.from_numpy(items),
+            time + suffix: torch.from_numpy(times),
+            config["ITEM_LIST_LENGTH_FIELD"]: torch.from_numpy(lengths),
+            time: torch.from_numpy(query),
+        }
+    )
+
+
+def export_test_scores(
+    model: Any, dataset: Any, test_data: Any, device: Any, batch_size: int = 1024
+) -> dict[str, np.ndarray]:
+    """Score every test interaction of ``test_data`` against all items with ``model``, twice.
+
+    ``scores``: RecBole's own test inputs, mirroring ``Trainer._full_sort_batch_eval``
+    (``full_sort_predict``, padding column set to ``-inf``; no history masking for sequential
+    models), with ``seen_mask`` every interaction before the test one. ``night_scores``: the
+    production protocol's inputs (:func:`night_inputs`): each user as the night before the
+    target's day saw them, with ``night_seen_mask`` the items they had by then and
+    ``night_cold`` the users with no event before that night (their rows are not scored; the
+    evaluator counts them as misses). Plus the ids that line the rows up with another evaluator.
     """
     import torch
 
@@ -307,7 +406,7 @@ def export_test_scores(model: Any, dataset: Any, test_data: Any, device: Any) ->
     iid_field = dataset.iid_field
     n_cols = dataset.item_num
     model.eval()
-    score_rows, users, targets = [], [], []
+    score_rows, users, targets, target_times = [], [], [], []
     with torch.no_grad():
         for interaction, history_index, positive_u, positive_i in test_data:
             if history_index is not None:
@@ -319,27 +418,29 @@ def export_test_scores(model: Any, dataset: Any, test_data: Any, device: Any) ->
             score_rows.append(scores.cpu().numpy())
             users.append(interaction[uid_field].cpu().numpy())
             targets.append(positive_i.cpu().numpy())
+            target_times.append(interaction[dataset.time_field].cpu().numpy().astype(np.float64))
     scores_np = np.concatenate(score_rows).astype(np.float32)
     user_idx = np.concatenate(users)
     target_idx = np.concatenate(targets).astype(np.int64)
-
-    # Seen items: every interaction of the user before the test one. ``inter_feat`` holds
-    # RecBole's augmented samples (one per prefix, sorted by user then time): a user with n
-    # events has n - 1 rows whose targets are events 2..n; event 1 is the first row's history.
-    inter = dataset.inter_feat
-    item_list_field = iid_field + dataset.config["LIST_SUFFIX"]
-    all_users = inter[uid_field].numpy()
-    all_items = inter[iid_field].numpy()
-    first_items = inter[item_list_field][:, 0].numpy()
-    order = np.argsort(all_users, kind="stable")
-    all_users, all_items, first_items = all_users[order], all_items[order], first_items[order]
-    bounds = np.searchsorted(all_users, user_idx, side="left"), np.searchsorted(all_users, user_idx, "right")
+    histories = _histories(dataset, user_idx, target_idx)
     seen = np.zeros(scores_np.shape, dtype=bool)
-    for row, (lo, hi) in enumerate(zip(*bounds, strict=True)):
-        if hi <= lo or all_items[hi - 1] != target_idx[row]:
-            raise ValueError(f"test target of user row {row} is not the user's last interaction")
-        seen[row, first_items[lo]] = True
-        seen[row, all_items[lo : hi - 1]] = True
+    for row, (items, _) in enumerate(histories):
+        seen[row, items] = True
+
+    known, night = night_inputs(histories, np.concatenate(target_times))
+    cold = known == 0
+    night_scores = np.full(scores_np.shape, -np.inf, dtype=np.float32)
+    night_seen = np.zeros(scores_np.shape, dtype=bool)
+    warm = np.flatnonzero(~cold)
+    with torch.no_grad():
+        for start in range(0, len(warm), batch_size):
+            rows = warm[start : start + batch_size]
+            batch = _night_interaction(dataset, rows, user_idx, histories, known, night).to(device)
+            scores = model.full_sort_predict(batch).view(-1, n_cols).float()
+            scores[:, 0] = -torch.inf
+            night_scores[rows] = scores.cpu().numpy()
+    for row in warm:
+        night_seen[row, histories[row][0][: known[row]]] = True
     return {
         "scores": scores_np,
         "user_raw_ids": np.asarray(dataset.id2token(uid_field, user_idx)),
@@ -347,6 +448,9 @@ def export_test_scores(model: Any, dataset: Any, test_data: Any, device: Any) ->
         "target_index": target_idx,
         "item_raw_ids": np.asarray(dataset.id2token(iid_field, np.arange(n_cols))),
         "seen_mask": seen,
+        "night_scores": night_scores,
+        "night_seen_mask": night_seen,
+        "night_cold": cold,
     }
 
 
@@ -488,24 +592,31 @@ def measure_training_throughput(
 
 def split_targets(
     exact_timestamps: bool = True, dataset: str = "ml-100k", data_path: str | None = None
-) -> dict[str, dict[str, str]]:
-    """RecBole's leave-one-out split of ``dataset``: ``{"valid": {user: item}, "test": {user: item}}``
-    (raw ids), on the paper protocol (exact timestamps unless told otherwise)."""
+) -> dict[str, dict[str, Any]]:
+    """RecBole's leave-one-out split of ``dataset`` on the paper protocol (exact timestamps unless
+    told otherwise), by raw user id: ``valid`` and ``test``, each user's target item; and
+    ``test_night_known``, how many of the user's events before the test one the night before the
+    test item's day knew (:func:`night_inputs`; 0 = a cold user)."""
     overrides = EXACT_TIME_CONFIG if exact_timestamps else {}
     with tempfile.TemporaryDirectory(prefix="recbole-ckpt-") as ckpt:
         config = build_config(
             dataset=dataset, data_path=data_path, checkpoint_dir=ckpt, device="cpu", overrides=overrides
         )
-        _, _, valid_data, test_data = _prepare(config, exact_timestamps)
+        full, _, valid_data, test_data = _prepare(config, exact_timestamps)
 
-    def targets(data: Any) -> dict[str, str]:
-        dataset_ = data.dataset
-        inter = dataset_.inter_feat
-        users = dataset_.id2token(dataset_.uid_field, inter[dataset_.uid_field].numpy())
-        items = dataset_.id2token(dataset_.iid_field, inter[dataset_.iid_field].numpy())
-        return {str(u): str(i) for u, i in zip(users, items, strict=True)}
+    def raw(field: str, values: Any) -> list[str]:
+        return [str(v) for v in full.id2token(field, np.asarray(values))]
 
-    return {"valid": targets(valid_data), "test": targets(test_data)}
+    out: dict[str, dict[str, Any]] = {}
+    for name, data in (("valid", valid_data), ("test", test_data)):
+        inter = data.dataset.inter_feat
+        users, items = inter[full.uid_field].numpy(), inter[full.iid_field].numpy()
+        out[name] = dict(zip(raw(full.uid_field, users), raw(full.iid_field, items), strict=True))
+        if name == "test":
+            histories = _histories(full, users, items)
+            known, _ = night_inputs(histories, inter[full.time_field].numpy())
+            out["test_night_known"] = dict(zip(raw(full.uid_field, users), map(int, known), strict=True))
+    return out
 
 
 def recbole_metrics(scores: np.ndarray, targets: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:

@@ -12,6 +12,7 @@ import datetime as dt
 
 import pytest
 
+from model.data import SequenceData, read_sequences
 from model.recbole_peer import recbole_split
 from recsys.datasets import raw_source
 from spark_jobs.common import RunContext
@@ -45,3 +46,15 @@ def test_pipeline_split_of_ml100k_equals_recbole_exact_time_split(spark, tmp_pat
     assert len(ours[TEST]) == 943
     assert ours[TEST] == recbole[TEST]
     assert ours[VALID] == recbole[VALID]
+
+    # The production protocol's cut (the night before the test item's day) as the RecBole peer
+    # scores it equals our evaluator's night view: the same events known, the same cold users.
+    data = SequenceData.from_arrow(read_sequences(ctx.table("sequences"), ctx.run_date))
+    night = data.night_view("test")
+    known = dict.fromkeys(map(int, data.user_vocab.decode(data.view("test").users)), 0)
+    known.update(
+        zip(map(int, data.user_vocab.decode(night.view.users)), map(int, night.view.lengths), strict=True)
+    )
+    peer_known = {int(user): k for user, k in split["test_night_known"].items()}
+    assert night.cold == sum(k == 0 for k in peer_known.values()) > 0
+    assert peer_known == known

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
-import torch
 
 from model import recbole_peer
-from model.evaluate import mask_seen, metrics_from_ranks, target_ranks
-from model.recbole_peer import PeerError, ranking_metrics, run_peer, train_and_score
+from model.recbole_peer import PeerError, night_metrics, ranking_metrics, run_peer, train_and_score
 
 # Light users (<= 40 ratings: 305 users) and a small SASRec keep one epoch to seconds on CPU.
 TINY = {
@@ -74,7 +71,7 @@ def test_the_product_never_imports_recbole():
 def test_a_peer_run_returns_scores_our_evaluator_ranks_as_recbole_does():
     summary, arrays = train_and_score("sasrec", 2020, TINY, device="cpu", threads=2)
     assert summary["epochs_run"] == 1 and summary["config"]["exact_timestamps"] is True
-    scores, target, seen = arrays["scores"], arrays["target_index"], arrays["seen_mask"]
+    scores, target = arrays["scores"], arrays["target_index"]
     assert scores.shape == (305, len(arrays["item_raw_ids"])) and arrays["item_raw_ids"][0] == "[PAD]"
     np.testing.assert_array_equal(arrays["item_raw_ids"][target], arrays["target_raw_ids"])
     # The scores reproduce RecBole's own test metrics (6 decimals; a trained model's float scores
@@ -82,11 +79,30 @@ def test_a_peer_run_returns_scores_our_evaluator_ranks_as_recbole_does():
     paper = summary["test_metrics_from_scores"]["paper"]
     for key, value in summary["test_metrics_recbole"].items():
         assert paper[key] == pytest.approx(value, abs=2e-6)
-    # ... and the production variant is the evaluator's own masking of the seen items.
-    scores_t, target_t = torch.from_numpy(scores), torch.from_numpy(target)
-    masked = mask_seen(scores_t, sp.csr_matrix(seen), torch.arange(len(scores)))
-    ours_production = metrics_from_ranks(target_ranks(masked, target_t), (5, 10, 20))
+    # ... and the production variant counts the users cold at the night as misses.
     production = summary["test_metrics_from_scores"]["production"]
-    for key in paper:
-        assert ours_production[key] == pytest.approx(production[key], abs=1e-12)
-        assert production[key] >= paper[key] - 1e-12  # masking seen items only helps unseen targets
+    assert production["no_history"] == pytest.approx(arrays["night_cold"].mean())
+    assert summary["night_cold_users"] == int(arrays["night_cold"].sum()) > 0
+    assert production == night_metrics(
+        arrays["night_scores"], target, arrays["night_seen_mask"], arrays["night_cold"]
+    )
+    assert production["hr@20"] <= 1 - production["no_history"]
+
+
+def test_night_metrics_mask_the_nights_seen_items_and_count_cold_users_as_misses():
+    scores = np.array(
+        [
+            [-np.inf, 0.9, 0.5, 0.1],  # target 2, item 1 seen that night: rank 1
+            [-np.inf, 0.1, 0.2, 0.3],  # target 1: rank 3
+            [-np.inf, -np.inf, -np.inf, -np.inf],  # cold: not scored
+        ]
+    )
+    seen = np.zeros_like(scores, dtype=bool)
+    seen[0, 1] = True
+    cold = np.array([False, False, True])
+    metrics = night_metrics(scores, np.array([2, 1, 3]), seen, cold, ks=(1, 3))
+    assert metrics["hr@1"] == pytest.approx(1 / 3)
+    assert metrics["hr@3"] == pytest.approx(2 / 3)
+    assert metrics["mrr@3"] == pytest.approx((1 + 1 / 3) / 3)
+    assert metrics["ndcg@3"] == pytest.approx((1 + 1 / np.log2(4)) / 3)
+    assert metrics["no_history"] == pytest.approx(1 / 3)

@@ -116,6 +116,20 @@ def test_cli_runs_reference_and_exports_comparable_scores(tmp_path):
     assert seen[np.arange(n_users), first_col].all()
     assert not seen[np.arange(n_users), target].any()  # ML-100K has no repeat ratings
 
+    # The night inputs: the events dated before the UTC midnight of the test item's day.
+    night_seen, cold, night_scores = data["night_seen_mask"], data["night_cold"], data["night_scores"]
+    ordered = raw.sort_values(["user_id", "timestamp"], kind="stable")
+    per_user = {user: group.to_numpy() for user, group in ordered.groupby("user_id")["timestamp"]}
+    expected_known = []
+    for user in data["user_raw_ids"].astype(int):
+        times = per_user[user]
+        expected_known.append(int((times[:-1] < times[-1] - times[-1] % 86_400).sum()))
+    np.testing.assert_array_equal(night_seen.sum(axis=1), expected_known)
+    np.testing.assert_array_equal(cold, np.array(expected_known) == 0)
+    assert cold.any() and not cold.all()
+    assert np.isneginf(night_scores[cold]).all() and np.isfinite(night_scores[~cold][:, 1:]).all()
+    assert not (night_seen & ~seen).any()  # the night knew a prefix of the history
+
     # The exported matrix is the one RecBole evaluated: its own metrics of it agree (6 decimals).
     from_scores = recbole_metrics(scores, target)
     for key, value in reported.items():
@@ -137,3 +151,41 @@ def test_training_throughput():
     assert figures["sequences_per_second"] > 0
     assert figures["max_len"] == 20 and figures["batch_size"] == 256
     assert figures["train_samples_per_epoch"] == 97_171
+
+
+def test_night_scores_are_the_models_scores_of_the_events_before_the_night():
+    """Rebuilt from the raw ratings: a warm user's night input is their last MAX_ITEM_LIST_LENGTH
+    events dated before the UTC midnight of the test item's day."""
+    from recbole.data.interaction import Interaction
+
+    from peers.recbole.reference import export_test_scores
+    from peers.recbole.runtime import sequential_models
+
+    overrides = {"user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 5, "normalize_all": False}
+    overrides.update({"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = build_config(device="cpu", overrides=overrides)
+        dataset, train_data, _, test_data = _prepare(config)
+    torch.manual_seed(0)
+    model = sequential_models().SASRec(config, train_data._dataset).eval()
+    exported = export_test_scores(model, dataset, test_data, config["device"])
+
+    raw = _raw_ratings().sort_values(["user_id", "timestamp"], kind="stable")
+    warm = np.flatnonzero(~exported["night_cold"])
+    assert len(warm) >= 3
+    for row in warm[:3]:
+        events = raw[raw.user_id == int(exported["user_raw_ids"][row])]
+        night = events.timestamp.iloc[-1] - events.timestamp.iloc[-1] % 86_400
+        before = events[events.timestamp < night].tail(5)
+        items = dataset.token2id("item_id", before.item_id.astype(str).to_numpy())
+        batch = Interaction(
+            {
+                "item_id_list": torch.from_numpy(np.pad(items, (0, 5 - len(items)))[None]),
+                "item_length": torch.tensor([len(items)]),
+            }
+        )
+        with torch.no_grad():
+            expected = model.full_sort_predict(batch).view(-1).numpy()
+        np.testing.assert_allclose(exported["night_scores"][row, 1:], expected[1:], rtol=1e-5, atol=1e-6)
+        assert exported["night_seen_mask"][row].sum() == (events.timestamp < night).sum()
