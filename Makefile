@@ -51,14 +51,15 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 # The RecBole peer (peers/recbole): its own venv, every package pinned and installed without
-# resolution; torch is the product venv's, linked in (peers/recbole/link_torch.py).
+# resolution, rebuilt from scratch when a pin changes; torch is the product venv's, linked in
+# (peers/recbole/link_torch.py).
 recbole-venv: $(RECBOLE_STAMP)
 $(RECBOLE_STAMP): peers/recbole/requirements.txt peers/recbole/link_torch.py $(STAMP)
-	@test -x $(RECBOLE_PY) || $(PYTHON_BOOT) -m venv $(RECBOLE_VENV)
+	rm -rf $(RECBOLE_VENV)
+	$(PYTHON_BOOT) -m venv $(RECBOLE_VENV)
 	$(RECBOLE_PY) -m pip install --quiet --upgrade pip==25.3
 	$(RECBOLE_PY) -m pip install --quiet --no-deps -r peers/recbole/requirements.txt
 	$(RECBOLE_PY) -m peers.recbole.link_torch $(VENV)
-	rm -f $(RECBOLE_VENV)/.installed-*
 	touch $@
 
 jars: $(DELTA_JAR) $(CLASS_ARCHIVE)

@@ -4,12 +4,18 @@ RecBole lives in ``peers/recbole`` with its own pinned virtual environment (``ma
 recbole-venv`` builds ``.venv-recbole``); nothing in the product imports it. Each call here runs
 one ``python -m peers.recbole <command>`` in that interpreter, in a scratch working directory
 (RecBole writes ``./log_tensorboard`` and sets process-wide state), streams its log through
-:mod:`logging`, and reads back what it wrote: JSON, and for a training run the test score matrix
-as an ``.npz`` of plain arrays (loaded with ``allow_pickle=False``). The figures the results table
-shows are computed from those scores by :mod:`model.evaluate` (:func:`ranking_metrics`), beside
-RecBole's own.
+:mod:`logging`, and reads back what it wrote: JSON, and for a training run the test score
+matrices as an ``.npz`` of plain arrays (loaded with ``allow_pickle=False``). The figures the
+results table shows are computed from those scores by :mod:`model.evaluate`, beside RecBole's
+own: the paper variant from RecBole's test inputs (:func:`ranking_metrics`), the production one
+from the night-cut inputs (:func:`night_metrics`).
 
-``RECBOLE_PEER_PYTHON`` overrides the peer's interpreter.
+The peer cuts histories from RecBole's export of the whole ratings, the evaluator's night view
+from the sequences table, which keeps at most ``pipeline.max_seq_len`` events per user: on data
+where a user has more (not ML-100K), their seen items at the night can differ.
+
+``RECBOLE_PEER_PYTHON`` overrides the peer's interpreter. The peer runs from a repository
+checkout (``peers/`` beside ``model/``), with only that checkout on its ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,16 @@ def peer_python() -> Path:
             f" (or set {PEER_PYTHON_ENV} to its interpreter)"
         )
     return path
+
+
+def peer_root() -> Path:
+    """The checkout that holds ``peers/recbole`` (the peer is not part of the installed package)."""
+    if not (REPO_ROOT / "peers" / "recbole" / "__main__.py").is_file():
+        raise PeerError(
+            f"{REPO_ROOT} holds no peers/recbole: the RecBole peer runs from a repository checkout, "
+            "not from an installed package"
+        )
+    return REPO_ROOT
 
 
 def run_peer(command: str, args: list[str], work_dir: Path | None = None) -> dict[str, Any]:
@@ -169,8 +185,9 @@ def train_and_score(
     """Train ``model`` (``sasrec``: RecBole's SASRec; ``ss4rec``: ours under RecBole's trainer) in the
     peer on the paper protocol; (its summary with ``test_metrics_from_scores`` added, the test score
     arrays). The summary's metrics from scores are this project's evaluator's on the best epoch:
-    ``paper`` (RecBole's test inputs, nothing masked) and ``production`` (the night before the
-    target's day: :func:`night_metrics`)."""
+    ``paper`` (RecBole's test inputs, nothing masked) and, with exact timestamps (RecBole's float32
+    or normalised times place no midnight), ``production`` (the night before the target's day:
+    :func:`night_metrics`)."""
     if model not in ("sasrec", "ss4rec"):
         raise ValueError(f"unknown RecBole peer model {model!r}; expected 'sasrec' or 'ss4rec'")
     args = ["--seed", str(seed), "--device", device, "--dataset", dataset, *_settings_args(overrides)]
@@ -188,12 +205,11 @@ def train_and_score(
         with np.load(scores_file, allow_pickle=False) as data:
             arrays = {name: data[name] for name in SCORE_ARRAYS}
     summary.pop("scores_file", None)
-    summary["test_metrics_from_scores"] = {
-        "paper": ranking_metrics(arrays["scores"], arrays["target_index"]),
-        "production": night_metrics(
+    summary["test_metrics_from_scores"] = {"paper": ranking_metrics(arrays["scores"], arrays["target_index"])}
+    if exact_timestamps:
+        summary["test_metrics_from_scores"]["production"] = night_metrics(
             arrays["night_scores"], arrays["target_index"], arrays["night_seen_mask"], arrays["night_cold"]
-        ),
-    }
+        )
     return summary, arrays
 
 

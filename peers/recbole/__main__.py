@@ -26,13 +26,22 @@ import numpy as np
 import yaml
 
 
+def setting_value(text: str) -> Any:
+    """A ``--set`` value: JSON (what :mod:`model.recbole_peer` writes, so ``1e-05`` stays a float),
+    else YAML for a hand-typed one (``[0,40]``, ``none``, a bare word)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
+
+
 def _settings(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = setting_value(value)
     return overrides
 
 
@@ -63,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--seed", type=int, default=2020)
         command.add_argument("--device", default="auto", help="cpu | cuda | auto")
         command.add_argument(
-            "--set", action="append", default=[], metavar="KEY=VALUE", help="a RecBole setting (YAML value)"
+            "--set", action="append", default=[], metavar="KEY=VALUE", help="a RecBole setting (JSON or YAML)"
         )
         if name == "throughput":
             command.add_argument("--batches", type=int, default=5)

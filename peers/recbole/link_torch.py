@@ -8,13 +8,17 @@ It walks torch's install requirements in the product venv's metadata, and for ev
 distribution of that closure the peer does not install itself it symlinks the top-level files
 and folders the distribution owns (its RECORD) into ``<peer>/product-torch/``. A ``.pth``
 file puts that folder on ``sys.path`` after the peer's own site-packages, so the peer's
-pins (numpy 1.26, ...) always win and nothing else of the product is visible. Idempotent.
+pins (numpy 1.26, ...) always win and nothing else of the product is visible. The folder is
+rebuilt on every run; links and the ``.pth`` line are relative, so moving the checkout with both
+environments keeps them valid.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import sys
 import sysconfig
 from importlib.metadata import Distribution, PackageNotFoundError, distribution, distributions
@@ -69,18 +73,19 @@ def link(product_venv: Path) -> list[str]:
     purelib = Path(sysconfig.get_path("purelib"))
     site_packages = product_venv.resolve() / purelib.relative_to(Path(sys.prefix))
     target = Path(sys.prefix) / LINK_DIR
-    target.mkdir(exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)  # no link left from an earlier torch
+    target.mkdir()
     linked = []
     for key, dist in sorted(torch_closure(site_packages).items()):
         if installed_here(dist.metadata["Name"]):
             continue  # the peer pins its own copy (typing_extensions, filelock, ...)
         for path in top_level_paths(dist, site_packages):
             entry = target / path.name
-            if entry.is_symlink() or entry.exists():
-                entry.unlink()
-            entry.symlink_to(path)
+            if not entry.is_symlink():  # a namespace folder (cuda/) is owned by several distributions
+                # Relative links and a relative .pth line: a checkout moved with both venvs keeps working.
+                entry.symlink_to(os.path.relpath(path, target))
         linked.append(key)
-    (purelib / PTH_NAME).write_text(f"{target}\n")
+    (purelib / PTH_NAME).write_text(f"{os.path.relpath(target, purelib)}\n")
     return linked
 
 

@@ -33,13 +33,14 @@ sort), as in RecBole. ``--recbole-float32-time`` runs RecBole as shipped.
 The best epoch's weights are kept in memory (:class:`TimedTrainer`), not in a pickled
 checkpoint file, so nothing is loaded back with pickle.
 
-Besides RecBole's own test metrics, :func:`run_reference` returns the full test score
-matrix of the best epoch (``full_sort_predict`` on RecBole's test interactions,
-column 0 = padding = ``-inf`` like RecBole's evaluator), the raw user id and raw target item
-id of every row, the raw item id of every column and the seen-item mask (all of a user's
-interactions before the test one), so the product's evaluator (``model.evaluate``, through
-:mod:`model.recbole_peer`) computes both the paper variant (no masking) and the production
-variant (seen items masked) on exactly the same scores. The CLI is :mod:`peers.recbole.__main__`.
+Besides RecBole's own test metrics, :func:`run_reference` returns two test score matrices of
+the best epoch (column 0 = padding = ``-inf`` like RecBole's evaluator): ``scores`` from
+RecBole's test interactions (``full_sort_predict``, every event before the target) with the
+seen-item mask (all of a user's interactions before the test one), and ``night_scores`` from the
+production protocol's inputs (:func:`export_test_scores`), with the raw user id and raw target
+item id of every row and the raw item id of every column. The product's evaluator
+(``model.evaluate``, through :mod:`model.recbole_peer`) ranks the first as the paper variant and
+the second as the production one. The CLI is :mod:`peers.recbole.__main__`.
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ PAPER_CONFIG: dict[str, Any] = {**PROTOCOL_CONFIG, **SASREC_CONFIG}
 #: Added when timestamps are kept exact: RecBole's ml-100k.yaml min-max normalises float fields.
 EXACT_TIME_CONFIG: dict[str, Any] = {"normalize_all": False, "normalize_field": None}
 
+#: Settings that make RecBole read pickled files (a saved dataset, saved loaders, a checkpoint
+#: directory of earlier runs), refused in overrides: each run gets a fresh temporary checkpoint_dir.
+REFUSED_SETTINGS = frozenset(
+    {"checkpoint_dir", "save_dataset", "save_dataloaders", "dataset_save_path", "dataloaders_save_path"}
+)
+
 #: Config keys echoed into a result's summary (those present in the run's config).
 SUMMARY_KEYS = (
     "MAX_ITEM_LIST_LENGTH",
@@ -160,6 +167,12 @@ def build_config(
     """
     import torch
 
+    refused = sorted(set(overrides or {}) & REFUSED_SETTINGS)
+    if refused:
+        raise ValueError(
+            f"RecBole settings {refused} are not accepted: they make RecBole load pickled datasets, "
+            "loaders or checkpoints from disk; every run here starts from the atomic files"
+        )
     device = _resolve_device(device)
     config_dict = copy.deepcopy(PAPER_CONFIG if model == "SASRec" else PROTOCOL_CONFIG)
     config_dict.update(
@@ -168,7 +181,8 @@ def build_config(
             "data_path": data_path or recbole_data_path(),
             "checkpoint_dir": checkpoint_dir or tempfile.mkdtemp(prefix="recbole-ckpt-"),
             "use_gpu": device.startswith("cuda"),
-            "gpu_id": "0" if device.startswith("cuda") else "",
+            # RecBole sets CUDA_VISIBLE_DEVICES to gpu_id: keep the GPUs the caller gave this process.
+            "gpu_id": os.environ.get("CUDA_VISIBLE_DEVICES") or "0" if device.startswith("cuda") else "",
         }
     )
     config_dict.update(copy.deepcopy(overrides or {}))
@@ -310,9 +324,9 @@ def _histories(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per test row, the user's interactions before the test one: (items, times), chronological.
 
-    ``inter_feat`` holds RecBole's augmented samples (one per prefix, sorted by user then time):
-    a user with n events has n - 1 rows whose targets are events 2..n; event 1 is the first
-    row's history.
+    ``inter_feat`` holds RecBole's augmented samples (one per prefix, in time order after
+    ``build``; a stable sort by user keeps each user's in time order): a user with n events has
+    n - 1 rows whose targets are events 2..n; event 1 is the first row's history.
     """
     inter = dataset.inter_feat
     suffix = dataset.config["LIST_SUFFIX"]
@@ -388,7 +402,7 @@ def _night_interaction(dataset: Any, rows: np.ndarray, user_idx: np.ndarray, his
 
 
 def export_test_scores(
-    model: Any, dataset: Any, test_data: Any, device: Any, batch_size: int = 1024
+    model: Any, dataset: Any, test_data: Any, device: Any, batch_size: int = 1024, night: bool = True
 ) -> dict[str, np.ndarray]:
     """Score every test interaction of ``test_data`` against all items with ``model``, twice.
 
@@ -398,7 +412,9 @@ def export_test_scores(
     production protocol's inputs (:func:`night_inputs`): each user as the night before the
     target's day saw them, with ``night_seen_mask`` the items they had by then and
     ``night_cold`` the users with no event before that night (their rows are not scored; the
-    evaluator counts them as misses). Plus the ids that line the rows up with another evaluator.
+    evaluator counts them as misses); without ``night`` (timestamps not exact: RecBole's float32
+    or normalised times cannot place a midnight) those three are empty. Plus the ids that line the
+    rows up with another evaluator.
     """
     import torch
 
@@ -427,7 +443,23 @@ def export_test_scores(
     for row, (items, _) in enumerate(histories):
         seen[row, items] = True
 
-    known, night = night_inputs(histories, np.concatenate(target_times))
+    ids = {
+        "scores": scores_np,
+        "user_raw_ids": np.asarray(dataset.id2token(uid_field, user_idx)),
+        "target_raw_ids": np.asarray(dataset.id2token(iid_field, target_idx)),
+        "target_index": target_idx,
+        "item_raw_ids": np.asarray(dataset.id2token(iid_field, np.arange(n_cols))),
+        "seen_mask": seen,
+    }
+    if not night:
+        empty = np.zeros((0, n_cols))
+        return {
+            **ids,
+            "night_scores": empty.astype(np.float32),
+            "night_seen_mask": empty.astype(bool),
+            "night_cold": np.zeros(0, dtype=bool),
+        }
+    known, night_end = night_inputs(histories, np.concatenate(target_times))
     cold = known == 0
     night_scores = np.full(scores_np.shape, -np.inf, dtype=np.float32)
     night_seen = np.zeros(scores_np.shape, dtype=bool)
@@ -435,19 +467,14 @@ def export_test_scores(
     with torch.no_grad():
         for start in range(0, len(warm), batch_size):
             rows = warm[start : start + batch_size]
-            batch = _night_interaction(dataset, rows, user_idx, histories, known, night).to(device)
+            batch = _night_interaction(dataset, rows, user_idx, histories, known, night_end).to(device)
             scores = model.full_sort_predict(batch).view(-1, n_cols).float()
             scores[:, 0] = -torch.inf
             night_scores[rows] = scores.cpu().numpy()
     for row in warm:
         night_seen[row, histories[row][0][: known[row]]] = True
     return {
-        "scores": scores_np,
-        "user_raw_ids": np.asarray(dataset.id2token(uid_field, user_idx)),
-        "target_raw_ids": np.asarray(dataset.id2token(iid_field, target_idx)),
-        "target_index": target_idx,
-        "item_raw_ids": np.asarray(dataset.id2token(iid_field, np.arange(n_cols))),
-        "seen_mask": seen,
+        **ids,
         "night_scores": night_scores,
         "night_seen_mask": night_seen,
         "night_cold": cold,
@@ -480,7 +507,7 @@ def run_recbole_model(
         )
         trainer.restore_best()
         test_metrics = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-        exported = export_test_scores(trainer.model, ds, test_data, config["device"])
+        exported = export_test_scores(trainer.model, ds, test_data, config["device"], night=exact_timestamps)
 
     settings = {key: config[key] for key in SUMMARY_KEYS if config[key] is not None}
     settings.update(
@@ -595,8 +622,8 @@ def split_targets(
 ) -> dict[str, dict[str, Any]]:
     """RecBole's leave-one-out split of ``dataset`` on the paper protocol (exact timestamps unless
     told otherwise), by raw user id: ``valid`` and ``test``, each user's target item; and
-    ``test_night_known``, how many of the user's events before the test one the night before the
-    test item's day knew (:func:`night_inputs`; 0 = a cold user)."""
+    ``test_night_known`` (exact timestamps only), how many of the user's events before the test
+    one the night before the test item's day knew (:func:`night_inputs`; 0 = a cold user)."""
     overrides = EXACT_TIME_CONFIG if exact_timestamps else {}
     with tempfile.TemporaryDirectory(prefix="recbole-ckpt-") as ckpt:
         config = build_config(
@@ -612,7 +639,7 @@ def split_targets(
         inter = data.dataset.inter_feat
         users, items = inter[full.uid_field].numpy(), inter[full.iid_field].numpy()
         out[name] = dict(zip(raw(full.uid_field, users), raw(full.iid_field, items), strict=True))
-        if name == "test":
+        if name == "test" and exact_timestamps:
             histories = _histories(full, users, items)
             known, _ = night_inputs(histories, inter[full.time_field].numpy())
             out["test_night_known"] = dict(zip(raw(full.uid_field, users), map(int, known), strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -78,3 +79,37 @@ def test_recbole_metrics_on_tie_free_scores_are_hand_computable():
     assert metrics["hr@2"] == pytest.approx(1.0)
     assert metrics["mrr@2"] == pytest.approx((0.5 + 1.0) / 2)
     assert metrics["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1.0) / 2)
+
+
+def test_settings_from_the_product_keep_their_types():
+    from peers.recbole.__main__ import setting_value
+
+    assert setting_value("5e-05") == 5e-05 and isinstance(setting_value("5e-05"), float)  # YAML: a string
+    assert setting_value('"[0,40]"') == "[0,40]"  # RecBole's interval syntax, a string
+    assert setting_value("null") is None and setting_value("true") is True
+    assert setting_value("[0,40]") == [0, 40]  # hand-typed
+    assert setting_value("gelu") == "gelu"  # hand-typed bare word: YAML
+
+
+@pytest.mark.parametrize("key", ["checkpoint_dir", "save_dataloaders", "dataset_save_path"])
+def test_settings_that_load_pickled_files_are_refused(key):
+    with pytest.raises(ValueError, match="pickled"):
+        build_config(device="cpu", overrides={key: True})
+
+
+def test_a_cuda_run_keeps_the_gpus_the_caller_gave_it(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = build_config(device="cuda")
+    assert config["gpu_id"] == "3"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"  # RecBole sets it to gpu_id
+
+
+def test_float32_times_give_no_night_cut():
+    from peers.recbole.reference import split_targets
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        split = split_targets(exact_timestamps=False)
+    assert len(split["test"]) == 943 and "test_night_known" not in split

@@ -172,3 +172,37 @@ def test_trains_and_evaluates_under_recbole_trainer():
     assert summary["best_epoch"] in (0, 1)
     # Trained: clearly better than ranking at random (hr@20 = 20 / 868 = 0.023 expected).
     assert result.test_metrics["hr@20"] > 0.035
+
+
+def test_night_scores_query_at_the_nights_end(prepared):
+    """SS4Rec reads the gaps: a warm user's night row is the model on their events before the UTC
+    midnight of the test item's day, queried at that midnight."""
+    from peers.recbole.reference import export_test_scores
+
+    _, dataset, _, test_data, adapter = prepared
+    exported = export_test_scores(adapter, dataset, test_data, "cpu")
+    raw = _raw_ml100k().sort_values(["user_id", "timestamp"], kind="stable")
+    warm = np.flatnonzero(~exported["night_cold"])
+    assert len(warm) >= 3
+    for row in warm[:3]:
+        events = raw[raw.user_id == int(exported["user_raw_ids"][row])]
+        night = int(events.timestamp.iloc[-1] - events.timestamp.iloc[-1] % 86_400)
+        before = events[events.timestamp < night].tail(50)
+        items = torch.from_numpy(dataset.token2id("item_id", before.item_id.astype(str).to_numpy()))[None]
+        times = torch.from_numpy(before.timestamp.to_numpy(dtype=np.int64))[None]
+        query = torch.tensor([max(night, int(times[0, -1]))])
+        with torch.no_grad():
+            expected = adapter.net.full_sort_predict(items, times, torch.tensor([items.shape[1]]), query)
+            at_last_event = adapter.net.full_sort_predict(
+                items, times, torch.tensor([items.shape[1]]), times[:, -1]
+            )
+        np.testing.assert_allclose(
+            exported["night_scores"][row, 1:], expected[0, 1:].numpy(), rtol=1e-5, atol=1e-5
+        )
+        assert not np.allclose(exported["night_scores"][row, 1:], at_last_event[0, 1:].numpy(), atol=1e-5)
+        night_seen = set(np.flatnonzero(exported["night_seen_mask"][row]))
+        assert night_seen == set(
+            dataset.token2id(
+                "item_id", events[events.timestamp < night].item_id.astype(str).to_numpy()
+            ).tolist()
+        )
