@@ -104,7 +104,7 @@ def run_peer(command: str, args: list[str], work_dir: Path | None = None) -> dic
         for line in process.stderr:
             line = line.rstrip("\n")
             tail.append(line)
-            log.debug("peer: %s", line)
+            log.info("peer: %s", line)  # RecBole's own progress (epochs, validation)
         code = process.wait()
     if code != 0 or not out.is_file():
         raise PeerError(
