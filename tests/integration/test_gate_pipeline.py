@@ -223,6 +223,19 @@ def test_schema_drift_in_the_header_stops_the_run(spark, tmp_path):
     assert "ratings_drifted.csv" in str(failure.value)
 
 
+def test_bronze_rows_that_differ_from_the_ledger_stop_the_gate(spark, tmp_path):
+    """A drop whose bronze rows are not the rows ingest counted on its files fails the gate, named."""
+    ctx = RunContext.for_date(_config(tmp_path), DAY)
+    ingest.run(spark, ctx, [str(FIXTURES / "ratings_small.csv")], "ratings.csv")
+    (row,) = ingest.read_ledger(ctx)[DAY]
+    bronze_rows = int(row["rows"])
+    ingest.write_ledger(ctx, [{**row, "rows": bronze_rows + 1}])  # one line the lake does not hold
+    with pytest.raises(GateError, match="bronze and the ingest ledger disagree") as failure:
+        run_ratings_gate(spark, ctx)
+    assert f"{DAY!r}: ({bronze_rows}, {bronze_rows + 1})" in str(failure.value)
+    assert ingest.read_ledger(ctx)[DAY][0]["status"] == "ingested"  # not gated
+
+
 def test_a_drop_collapsing_against_the_trailing_drops_stops_the_run(spark, tmp_path):
     from spark_jobs.common import publish_slice
 
