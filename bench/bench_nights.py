@@ -12,6 +12,10 @@ warm-up query:
 3. night 1, then night 2: each the whole ETL (ingest -> gate -> silver -> sessions -> sequences
    -> gate -> items) of its drops, beside the CSV -> Parquet floor of the same drop files.
 
+Each night (the full load too) runs ``--repeats`` times, every time from the lake the night
+before left (a copy restored at the same path), and the medians are reported: on two cores one
+run of a 20 s night varies by 10-20%.
+
 Target: night 2 (1% new events) under 10% of the full load's wall time. Prints a table and
 writes JSON (wall times, stage seconds, accounting, peak RSS, and the driver JVM's JIT, GC and
 CPU seconds, Spark jobs and generated classes per night).
@@ -26,6 +30,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import asdict
@@ -74,6 +79,60 @@ def drop_files(landing: Path, first: dt.date, last: dt.date) -> list[str]:
     )
 
 
+def run_night(spark, config, name: str, run_date: dt.date, floor: float) -> dict:
+    """One timed run of the night of ``run_date`` (the whole ETL), with its JVM counters and accounting."""
+    from spark_jobs.common import RunContext
+    from spark_jobs.pipeline import run_pipeline
+
+    ctx = RunContext.for_date(config, run_date, run_id=f"bench-{name}")
+    counters = jvm_counters(spark)
+    with PeakRSS() as memory:
+        start = time.perf_counter()
+        result = run_pipeline(spark, ctx)
+        wall = time.perf_counter() - start
+    jvm = counter_delta(counters, jvm_counters(spark))
+    stats = asdict(result.stats)
+    drops = stats.pop("drops")
+    stats["drops"] = f"{drops[0]}..{drops[-1]} ({len(drops)})" if drops else "none"
+    log.info(
+        "%s: %d rows in %d drops, %.1fs (floor %.1fs) %s; driver JVM %s",
+        name,
+        stats["rows_read"],
+        len(result.drops),
+        wall,
+        floor,
+        result.seconds,
+        jvm,
+    )
+    return {
+        "run_date": run_date.isoformat(),
+        "drops": len(result.drops),
+        "rows": stats["rows_read"],
+        "wall_s": round(wall, 2),
+        "floor_s": round(floor, 2),
+        "stage_s": result.seconds,
+        "peak_rss_mb": round(memory.peak_mb, 1),
+        "jvm": jvm,
+        "accounting": stats,
+    }
+
+
+def summarise(samples: list[dict]) -> dict:
+    """The median repeat's figures (by wall time), with every repeat's wall time and the median
+    of each stage's seconds; the repeats must agree on the accounting."""
+    if any(s["accounting"] != samples[0]["accounting"] for s in samples):
+        raise RuntimeError(f"repeats of {samples[0]['run_date']} disagree on the accounting")
+    middle = sorted(samples, key=lambda s: s["wall_s"])[(len(samples) - 1) // 2]
+    stages = samples[0]["stage_s"]
+    return {
+        **middle,
+        "wall_s": round(statistics.median(s["wall_s"] for s in samples), 2),
+        "wall_s_repeats": [s["wall_s"] for s in samples],
+        "stage_s": {k: round(statistics.median(s["stage_s"][k] for s in samples), 3) for k in stages},
+        "ratio_over_floor": round(statistics.median(s["wall_s"] for s in samples) / middle["floor_s"], 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="a MovieLens-format ratings.csv")
@@ -83,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--driver-memory", default="10g")
     parser.add_argument("--shuffle-partitions", type=int, default=16)
     parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each night from the same lake; medians are reported"
+    )
+    parser.add_argument(
         "--driver-java-options", default="", help="extra JVM options of the driver (JIT flags)"
     )
     parser.add_argument("--work-dir", type=Path, default=None, help="where the temporary lake goes")
@@ -91,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     source = ensure_input(args.input)
 
     from recsys.datasets.replay import replay
-    from spark_jobs.common import RunContext
-    from spark_jobs.pipeline import run_pipeline
 
     night1_start, night2_start, last = plan_nights(source, args.night1_share, args.night2_share)
     history_date = night1_start - dt.timedelta(days=1)
@@ -122,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_page_cache(source)
         full_floor = floor_seconds(spark, [str(source)], work / "floor.parquet")
         log.info("floor (whole file): %.1fs", full_floor)
+        snapshot = work / "snapshot"
         for name, run_date, first in (
             ("full_load", history_date, history_date),
             ("night_1", night1_date, night1_start),
@@ -129,38 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         ):
             files = drop_files(landing, first, run_date)
             floor = floor_seconds(spark, files, work / "floor.parquet")
-            ctx = RunContext.for_date(config, run_date, run_id=f"bench-{name}")
-            counters = jvm_counters(spark)
-            with PeakRSS() as memory:
-                start = time.perf_counter()
-                result = run_pipeline(spark, ctx)
-                wall = time.perf_counter() - start
-            jvm = counter_delta(counters, jvm_counters(spark))
-            stats = asdict(result.stats)
-            drops = stats.pop("drops")
-            stats["drops"] = f"{drops[0]}..{drops[-1]} ({len(drops)})" if drops else "none"
-            nights[name] = {
-                "run_date": run_date.isoformat(),
-                "drops": len(result.drops),
-                "rows": stats["rows_read"],
-                "wall_s": round(wall, 2),
-                "floor_s": round(floor, 2),
-                "ratio_over_floor": round(wall / floor, 2),
-                "stage_s": result.seconds,
-                "peak_rss_mb": round(memory.peak_mb, 1),
-                "jvm": jvm,
-                "accounting": stats,
-            }
-            log.info(
-                "%s: %d rows in %d drops, %.1fs (floor %.1fs) %s; driver JVM %s",
-                name,
-                stats["rows_read"],
-                len(result.drops),
-                wall,
-                floor,
-                result.seconds,
-                jvm,
-            )
+            # Each repeat starts from the lake as the night before left it (copied aside once,
+            # restored at the same path before every repeat: the ledger names files by path).
+            shutil.rmtree(snapshot, ignore_errors=True)
+            shutil.copytree(lake, snapshot, symlinks=True)
+            samples = []
+            for repeat in range(args.repeats):
+                if repeat:
+                    shutil.rmtree(lake)
+                    shutil.copytree(snapshot, lake, symlinks=True)
+                samples.append(run_night(spark, config, name, run_date, floor))
+            nights[name] = summarise(samples)
         spark.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -182,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "driver_memory": args.driver_memory,
         "shuffle_partitions": args.shuffle_partitions,
         "driver_java_options": args.driver_java_options,
+        "repeats": args.repeats,
     }
     write_result("nights", figures, args.json)
     return 0

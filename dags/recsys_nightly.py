@@ -45,6 +45,9 @@ One night of the batch recommender for the run date (the logical date, `{{ ds }}
    records the champion after tonight and moves the registry's `champion` / `challenger` aliases.
 8. **score** (GPU pool; the champion loaded from the MLflow registry by alias) and **publish**:
    the recommendations gate, then the date's partitions of `recommendations` and `model_runs`.
+   SS4Rec scores from every user's recurrent state in `user_states`: only users whose window
+   changed are advanced or re-encoded, the others redo their last step at tonight's cut-off
+   (`scoring.state_mode`; the `full_rescore` param re-encodes everyone).
 9. **drift_output**: tonight's lists against the previous run's (score PSI/KS, overlap@10,
    catalogue coverage) into `drift_reports`.
 10. **report**: the night's HTML report with its plots, `<lake>/_reports/<run date>/report.html`.
@@ -79,6 +82,12 @@ with DAG(
             type="boolean",
             description="champion/challenger: go back to the champion before the latest promotion "
             "(the MLflow `champion` alias moves back; the night rescored with it)",
+        ),
+        "full_rescore": Param(
+            False,
+            type="boolean",
+            description="score every user from their whole window, storing no state from earlier "
+            "nights (scoring.state_mode full for this run)",
         ),
         "model": Param(
             CONFIG.model.name,
@@ -150,7 +159,15 @@ with DAG(
         "output",
         doc_md="Tonight's recommendations against the previous run's (scores, overlap@10, coverage).",
     )
-    score = model_step(CONFIG, "score", "score", gpu=True, doc_md="Tonight's champion scores every user.")
+    score = model_step(
+        CONFIG,
+        "score",
+        "score",
+        "{{ '--full-rescore' if params.full_rescore else '' }}",
+        gpu=True,
+        doc_md="Tonight's champion scores every user: SS4Rec from the stored user states "
+        "(model/user_state.py), advancing only what changed, or in full (the `full_rescore` param).",
+    )
     publish = spark_stage(
         CONFIG,
         "publish",

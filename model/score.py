@@ -55,6 +55,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from model import user_state
 from model.checkpoint import METRICS_FILE, load_json, save_json
 from model.data import (
     SECONDS_PER_DAY,
@@ -67,6 +68,7 @@ from model.data import (
 )
 from model.evaluate import run_timestamp
 from model.registry import ModelRegistry, training_hash
+from model.ss4rec import SS4Rec
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, add_config_arguments, config_from_args
 from recsys.staging import CATALOGUE_FILE, MANIFEST_FILE, RECOMMENDATIONS_FILE, staging_dir
@@ -151,9 +153,11 @@ class ScoredBatch:
 @dataclass
 class PhaseSeconds:
     read: float = 0.0
-    encode: float = 0.0
+    state_read: float = 0.0  # user_states as of the night before (SS4Rec)
+    encode: float = 0.0  # forward passes, or state steps and the final step
     score: float = 0.0  # score + mask + top-k
     write: float = 0.0
+    state_write: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {name: round(value, 3) for name, value in self.__dict__.items()}
@@ -238,6 +242,30 @@ def score_model_users(
         done = time.perf_counter()
         seconds.encode += encoded - began
         seconds.score += done - encoded
+        yield ScoredBatch(rows, items, values, np.minimum(candidates[rows], items.shape[1]), fallback=False)
+
+
+def score_vectors(
+    vectors: torch.Tensor,
+    model: nn.Module,
+    data: SequenceData,
+    users: np.ndarray,
+    seen: sp.csr_matrix,
+    top_k: int,
+    batch_size: int,
+    seconds: PhaseSeconds,
+) -> Iterator[ScoredBatch]:
+    """Top-K of users' hidden ``vectors`` ([n_users, H], by user index) against the item embedding."""
+    weights = item_weights(model).float()
+    candidates = data.n_items - np.diff(seen.indptr)
+    for start in tqdm(range(0, users.size, batch_size), desc="scoring", unit="batch", disable=None):
+        rows = users[start : start + batch_size]
+        began = time.perf_counter()
+        with torch.inference_mode():
+            scores = vectors[torch.from_numpy(rows).to(vectors.device)] @ weights.T
+            values, items = mask_and_top_k(scores, seen[rows], top_k)
+            values, items = values.cpu().numpy(), items.cpu().numpy()
+        seconds.score += time.perf_counter() - began
         yield ScoredBatch(rows, items, values, np.minimum(candidates[rows], items.shape[1]), fallback=False)
 
 
@@ -404,6 +432,11 @@ def score_run(
     data = SequenceData.from_arrow(sequences, item_vocab=item_vocab, unknown_items="skip")
     # The fingerprint is of the snapshot as read: recomputed only when unknown items were dropped.
     fingerprint = (SequenceData.from_arrow(sequences) if data.skipped.positions else data).fingerprint()
+    recurrent = isinstance(model, SS4Rec)
+    if recurrent:
+        history_events, whole_history = user_state.window_facts(
+            sequences, data.user_vocab.positions, np.diff(data.offsets), config.model.max_seq_len
+        )
     del sequences
     cutoff = run_timestamp(run_date)
     history = history_from_silver(
@@ -428,20 +461,45 @@ def score_run(
     partial = f"{final}.partial-{uuid.uuid4().hex[:8]}"
     Path(partial).mkdir(parents=True)
     rows = 0
+    states: dict[str, Any] | None = None
     try:
-        batches = score_model_users(
-            model,
-            data,
-            usable,
-            history.seen,
-            cutoff,
-            config.scoring.top_k,
-            config.scoring.batch_size,
-            config.scoring.encode_batch_size,
-            config.model.max_seq_len,
-            device,
-            seconds,
-        )
+        if recurrent:
+            encoded, states = _encode_with_states(
+                config,
+                model,
+                model_version,
+                data,
+                history_events,
+                whole_history,
+                run_date,
+                cutoff,
+                device,
+                seconds,
+            )
+            batches = score_vectors(
+                encoded.vectors,
+                model,
+                data,
+                usable,
+                history.seen,
+                config.scoring.top_k,
+                config.scoring.batch_size,
+                seconds,
+            )
+        else:
+            batches = score_model_users(
+                model,
+                data,
+                usable,
+                history.seen,
+                cutoff,
+                config.scoring.top_k,
+                config.scoring.batch_size,
+                config.scoring.encode_batch_size,
+                config.model.max_seq_len,
+                device,
+                seconds,
+            )
         with pq.ParquetWriter(f"{partial}/{RECOMMENDATIONS_FILE}", RECOMMENDATIONS_SCHEMA) as writer:
             for scored in _with_fallback(batches, history, no_history, config.scoring.top_k):
                 started = time.perf_counter()
@@ -466,6 +524,7 @@ def score_run(
             "skipped_positions": data.skipped.positions,
             "skipped_items": data.skipped.items,
             "input_versions": input_versions,
+            "states": states,
             "device": str(device),
             "seconds": seconds.as_dict(),
             "model_runs": (
@@ -474,6 +533,25 @@ def score_run(
                 else [model_run_row(config, run_date, model_version, metrics, input_versions, fingerprint)]
             ),
         }
+        if recurrent:
+            started = time.perf_counter()
+            rows_written = user_state.state_rows(
+                encoded,
+                data.view("full", max_len=config.model.max_seq_len),
+                data.user_vocab.raw_ids,
+                data.item_vocab.decode,
+                history_events,
+                whole_history,
+                model_version,
+                config.scoring.state_dtype,
+                run_date,
+            )
+            user_state.write_states(
+                config.table_path("user_states"), rows_written, run_date, run_id or f"score-{run_date}"
+            )
+            seconds.state_write = time.perf_counter() - started
+            states["rows_written"] = rows_written.num_rows
+            manifest["seconds"] = seconds.as_dict()
         save_json(manifest, f"{partial}/{MANIFEST_FILE}")
         _swap_into_place(partial, final)
     finally:
@@ -483,6 +561,60 @@ def score_run(
         "staged %d recommendations for %d users in %s (%s)", rows, data.n_users, final, seconds.as_dict()
     )
     return ScoringResult(final, manifest, seconds)
+
+
+def _encode_with_states(
+    config: Config,
+    model: SS4Rec,
+    model_version: str,
+    data: SequenceData,
+    history_events: np.ndarray,
+    whole_history: np.ndarray,
+    run_date: dt.date,
+    cutoff: int,
+    device: torch.device,
+    seconds: PhaseSeconds,
+) -> tuple[user_state.Encoded, dict[str, Any]]:
+    """Every user's hidden vector from the stored states (:mod:`model.user_state`): reused,
+    advanced or re-encoded per user (every user with ``scoring.state_mode: full``)."""
+    began = time.perf_counter()
+    view = data.view("full", max_len=config.model.max_seq_len)
+    stored = None
+    if config.scoring.state_mode == "incremental":
+        stored = user_state.read_stored(
+            config.table_path("user_states"),
+            run_date,
+            model_version,
+            config.scoring.state_dtype,
+            data.user_vocab.positions,
+        )
+    kinds, stored_row = user_state.plan(view, history_events, whole_history, stored)
+    kinds[view.lengths == 0] = -1  # no usable history: the popularity fallback
+    seconds.state_read = time.perf_counter() - began
+    encoded = user_state.encode_users(
+        model,
+        view,
+        kinds,
+        stored,
+        stored_row,
+        cutoff,
+        config.scoring.encode_batch_size,
+        config.scoring.state_dtype,
+        device,
+    )
+    synchronize(device)
+    seconds.encode = encoded.seconds.encode + encoded.seconds.final_step
+    summary = {
+        "mode": config.scoring.state_mode,
+        "dtype": config.scoring.state_dtype,
+        "bytes_per_user": user_state.StateLayout.of(model).bytes_per_user(config.scoring.state_dtype),
+        "stored_read": 0 if stored is None else int(stored.users.size),
+        **user_state.kind_counts(kinds),
+        "events_stepped": encoded.seconds.events_stepped,
+        "events_encoded": encoded.seconds.events_encoded,
+    }
+    log.info("user states %s: %s", run_date, summary)
+    return encoded, summary
 
 
 def _with_fallback(

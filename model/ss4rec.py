@@ -148,6 +148,20 @@ class SS4RecBlock(nn.Module):
             hidden = self.layer_norm(hidden + self.dropout(self.mamba(hidden)))
         return hidden
 
+    def forward_with_state(
+        self, hidden: Tensor, steps: Tensor, positions: Tensor
+    ) -> tuple[Tensor, BlockState]:
+        """:meth:`forward` (exact up to each row's ``positions`` [B]) and the block's state after
+        that position, as :meth:`step` would hold it."""
+        s5_state = conv_state = ssm_state = None
+        if self.s5 is not None:
+            out, s5_state = self.s5.forward_with_state(hidden, steps, positions)
+            hidden = self.layer_norm(hidden + self.dropout(out))
+        if self.mamba is not None:
+            out, conv_state, ssm_state = self.mamba.forward_with_state(hidden, positions)
+            hidden = self.layer_norm(hidden + self.dropout(out))
+        return hidden, BlockState(s5_state, conv_state, ssm_state)
+
     def initial_state(self, batch_size: int, device: torch.device) -> BlockState:
         s5 = self.s5.initial_state(batch_size, device) if self.s5 is not None else None
         conv, ssm = self.mamba.initial_state(batch_size, device) if self.mamba is not None else (None, None)
@@ -273,6 +287,27 @@ class SS4Rec(nn.Module):
         """Recurrent state before any event, one entry per block."""
         device = self.item_embedding.weight.device
         return [block.initial_state(batch_size, device) for block in self.blocks]
+
+    @torch.no_grad()
+    def prefix_state(
+        self, items: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor
+    ) -> list[BlockState]:
+        """The recurrent state after each row's ``lengths`` events (>= 1), the last one's gap being
+        ``query_time - t[last]``: what :meth:`step` holds after stepping them, from one parallel
+        pass (the scans of :meth:`forward`) instead of ``lengths`` steps. Inference only.
+
+        A user's scoring state is ``prefix_state`` of all but their last event with that event's
+        time as query time; stepping the last event with the run's query time then gives
+        :meth:`last_hidden` (``model/user_state.py``).
+        """
+        steps = self._steps(self.time_gaps(timestamps, lengths, query_time))
+        positions = (lengths - 1).clamp(min=0)
+        hidden = self.item_embedding(items)
+        states = []
+        for block in self.blocks:
+            hidden, block_state = block.forward_with_state(hidden, steps, positions)
+            states.append(block_state)
+        return states
 
     def step(
         self, items: Tensor, gaps_seconds: Tensor, state: list[BlockState]

@@ -334,8 +334,14 @@ def _rolled_back(
     return rolled, record, rejected
 
 
-def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[str, Any]:
-    """Tonight's champion scores every user; staged with both models' ``model_runs`` rows."""
+def score(
+    config: Config, run_date: dt.date, run_id: str | None = None, full_rescore: bool = False
+) -> dict[str, Any]:
+    """Tonight's champion scores every user; staged with both models' ``model_runs`` rows.
+
+    ``full_rescore``: every user re-encoded from their window, whatever ``scoring.state_mode``
+    says (no state of an earlier night is read; tonight's are written as usual).
+    """
     from model.realised import realised_quality
     from model.registry import ModelRegistry
     from model.score import model_run_row, score_run
@@ -385,6 +391,10 @@ def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[
             )
         return out
 
+    if full_rescore:
+        config = config.model_copy(
+            update={"scoring": config.scoring.model_copy(update={"state_mode": "full"})}
+        )
     with tempfile.TemporaryDirectory(prefix="recsys-model-") as downloaded:
         model_dir, model_uri = download_model(config, decided["champion"], downloaded)
         manifest = score_run(
@@ -396,7 +406,9 @@ def score(config: Config, run_date: dt.date, run_id: str | None = None) -> dict[
             model_runs=rows,
             model_dir=model_dir,
         ).manifest
-    result = {key: manifest[key] for key in ("model_version", "users", "fallback_users", "rows", "top_k")}
+    result = {
+        key: manifest[key] for key in ("model_version", "users", "fallback_users", "rows", "top_k", "states")
+    }
     result["model_uri"] = model_uri
     return write_step(config, run_date, "score", {"run_date": run_date.isoformat(), **result})
 
@@ -420,13 +432,18 @@ def main(argv: list[str] | None = None) -> int:
         help="decide: back to the champion before the latest promotion, whatever the metrics say",
     )
     parser.add_argument("--run-id", default=None, help="score: the run id stamped on the staged manifest")
+    parser.add_argument(
+        "--full-rescore",
+        action="store_true",
+        help="score: re-encode every user, reading no stored user state (scoring.state_mode full)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     config = config_from_args(args)
     if args.step == "train":
         result = train(config, args.run_date, args.full_retrain, args.drift_breach)
     elif args.step == "score":
-        result = score(config, args.run_date, args.run_id)
+        result = score(config, args.run_date, args.run_id, args.full_rescore)
     elif args.step == "decide":
         result = decide(config, args.run_date, args.rollback)
     else:

@@ -1,4 +1,4 @@
-"""As-of reads of the versioned tables: ``ratings_silver``, ``sessions`` and ``sequences`` on a date.
+"""As-of reads of the versioned tables on a date: silver, sessions, sequences and user states.
 
 These tables are not copied every night. Each row is a *version* of one key, partitioned by
 ``valid_from``, the date from which it holds:
@@ -11,6 +11,8 @@ ratings_silver     user_id, item_id  for every drop date whose drop has a clean 
 sessions           user_id           by the night that saw new events of the user (the user's
                                      whole sessionized history as of that night, one row per event)
 sequences          user_id           likewise (the user's one sequence row)
+user_states        user_id           by the scoring night that advanced or re-encoded the user's
+                                     SS4Rec state (model/user_state.py)
 =================  ================  ==========================================================
 
 The state as of ``D`` is, for every key, the rows of its latest version with ``valid_from <= D``.
@@ -40,6 +42,7 @@ AS_OF_KEYS: dict[str, tuple[str, ...]] = {
     "ratings_silver": ("user_id", "item_id"),
     "sessions": ("user_id",),
     "sequences": ("user_id",),
+    "user_states": ("user_id",),
 }
 
 
@@ -112,10 +115,13 @@ def as_of_arrow(
     keys: Sequence[str],
     columns: Sequence[str] | None = None,
     version: int | None = None,
+    filters: Sequence[tuple] = (),
 ) -> tuple[pa.Table, int]:
     """(the Delta table at ``path`` as of ``as_of``, the table version read), via delta-rs, no JVM.
 
     ``columns``: the columns to return (the keys and ``valid_from`` are read in any case).
+    ``filters``: more DNF conjuncts, applied to the versions *before* each key's latest is taken
+    (the latest version among those that match).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -126,7 +132,7 @@ def as_of_arrow(
     table = DeltaTable(path, version=version)  # a missing table is an error here
     check_horizon(path, as_of, table.metadata().configuration.get(HORIZON_PROPERTY))
     wanted = None if columns is None else list(dict.fromkeys([*keys, VALID_FROM_COL, *columns]))
-    rows = read_arrow(table, wanted, [(VALID_FROM_COL, "<=", as_of)])
+    rows = read_arrow(table, wanted, [(VALID_FROM_COL, "<=", as_of), *filters])
     if rows.num_rows and pc.count_distinct(rows[VALID_FROM_COL]).as_py() > 1:
         latest = rows.group_by(list(keys)).aggregate([(VALID_FROM_COL, "max")])
         latest = latest.rename_columns(

@@ -70,6 +70,7 @@ class TablesConfig(_Section):
     ratings_drop_stats: str
     ingest_ledger: str
     drift_reports: str
+    user_states: str
 
 
 class SparkConfig(_Section):
@@ -149,6 +150,8 @@ class ScoringConfig(_Section):
     encode_batch_size: int = Field(gt=0)
     fallback_window_days: int = Field(gt=0)
     staging_dir: str
+    state_mode: Literal["incremental", "full"]
+    state_dtype: Literal["float32", "bfloat16"]
 
 
 class DriftConfig(_Section):

@@ -3,9 +3,10 @@
 Retention keeps every date from the horizon ``D - pipeline.retention_days`` on exactly
 reproducible and lets older detail go:
 
-* versioned tables (``ratings_silver``, ``sessions``, ``sequences``, see :mod:`recsys.asof`): a
-  version dated at or before the horizon that a later version at or before the horizon
-  supersedes can serve no read as of a date >= the horizon, and is deleted (one MERGE per table).
+* versioned tables (``ratings_silver``, ``sessions``, ``sequences``, ``user_states``, see
+  :mod:`recsys.asof`): a version dated at or before the horizon that a later version at or
+  before the horizon supersedes can serve no read as of a date >= the horizon, and is deleted
+  (one MERGE per table).
   The horizon becomes the table property ``recsys.asOfHorizon``, and as-of reads of earlier
   dates then fail with a clear error instead of returning a state with holes;
 * per-night copies (``recommendations``, ``items``) and staged scoring output: partitions and
@@ -48,7 +49,9 @@ log = logging.getLogger(__name__)
 #: Tables holding one full copy per night (run_date partitions), pruned before the horizon.
 PER_NIGHT_TABLES = ("recommendations", "items")
 #: Every table maintenance compacts and vacuums.
-ALL_TABLES = tuple(dict.fromkeys([*OUTPUT_TABLES, "recommendations", "model_runs", "drift_reports"]))
+ALL_TABLES = tuple(
+    dict.fromkeys([*OUTPUT_TABLES, "recommendations", "model_runs", "drift_reports", "user_states"])
+)
 #: Delta refuses VACUUM below this retention unless its safety check is turned off.
 DELTA_MIN_RETENTION_HOURS = 168
 

@@ -107,27 +107,38 @@ def _chunks(length: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, length)) for s in range(0, length, chunk)]
 
 
+def _scan_forward(
+    x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(y [batch, length, D], the state before each chunk [chunks, batch, D, N], the last state
+    [batch, D, N]) of the selective scan (no autograd)."""
+    batch, length, d_inner = x.shape
+    # time-major copies: each step's [batch, D, N] slice of a chunk buffer is contiguous
+    x_t, delta_t, B_t, C_t = (v.transpose(0, 1).contiguous() for v in (x, delta, B, C))
+    y = x.new_empty(length, batch, d_inner)
+    decay = x.new_empty(min(chunk, length), batch, *A.shape)
+    states = torch.empty_like(decay)
+    chunk_starts = x.new_zeros(len(_chunks(length, chunk)), batch, *A.shape)  # h before each chunk
+    last = chunk_starts[0]
+    for index, (s, e) in enumerate(_chunks(length, chunk)):
+        T = e - s
+        _chunk_states(chunk_starts[index], x_t[s:e], delta_t[s:e], A, B_t[s:e], decay[:T], states[:T])
+        y[s:e] = _batched_matvec(states[:T], C_t[s:e])
+        last = states[T - 1]
+        if index + 1 < len(chunk_starts):
+            chunk_starts[index + 1] = last
+    return y.transpose(0, 1), chunk_starts, last.clone()
+
+
 class _SelectiveScan(torch.autograd.Function):
     """y_t[d] = sum_n C_t[n] h_t[d, n] with h_t = exp(delta_t A) h_{t-1} + delta_t x_t B_t (no D, no gate)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> Tensor:
-        batch, length, d_inner = x.shape
-        # time-major copies: each step's [batch, D, N] slice of a chunk buffer is contiguous
-        x_t, delta_t, B_t, C_t = (v.transpose(0, 1).contiguous() for v in (x, delta, B, C))
-        y = x.new_empty(length, batch, d_inner)
-        decay = x.new_empty(min(chunk, length), batch, *A.shape)
-        states = torch.empty_like(decay)
-        chunk_starts = x.new_zeros(len(_chunks(length, chunk)), batch, *A.shape)  # h before each chunk
-        for index, (s, e) in enumerate(_chunks(length, chunk)):
-            T = e - s
-            _chunk_states(chunk_starts[index], x_t[s:e], delta_t[s:e], A, B_t[s:e], decay[:T], states[:T])
-            y[s:e] = _batched_matvec(states[:T], C_t[s:e])
-            if index + 1 < len(chunk_starts):
-                chunk_starts[index + 1] = states[T - 1]
+        y, chunk_starts, _ = _scan_forward(x, delta, A, B, C, chunk)
         ctx.chunk = chunk
         ctx.save_for_backward(x, delta, A, B, C, chunk_starts)
-        return y.transpose(0, 1)
+        return y
 
     @staticmethod
     @once_differentiable
@@ -236,6 +247,49 @@ class Mamba(nn.Module):
         if self.use_kernels and hidden.is_cuda and mamba_cuda_available():
             return self._forward_kernels(hidden)
         return self._forward_torch(hidden)
+
+    @torch.no_grad()
+    def forward_with_state(self, hidden: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(output, conv_state, ssm_state): the states after each row's element ``positions``
+        [batch], as :meth:`step` would hold them after stepping elements 0..positions.
+
+        The output equals :meth:`forward`'s up to each row's position (the layer is causal) and
+        is meaningless after it: the scan's step is set to 0 there, which leaves the state as it
+        was, so the scan's last state is the state at the position. Inference only (no autograd).
+        """
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # [batch, length, d_inner]
+        conv_state = self._conv_window(x, positions)
+        x = F.silu(causal_depthwise_conv1d(x, self.conv1d.weight, self.conv1d.bias))
+        dt, B, C = self._ssm_inputs(x)
+        delta = F.softplus(dt + self.dt_proj.bias)
+        after = torch.arange(x.shape[1], device=x.device)[None, :] > positions[:, None]
+        delta = delta.masked_fill(after[..., None], 0.0)
+        A = -torch.exp(self.A_log.float())
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            if self.use_kernels and hidden.is_cuda and mamba_cuda_available():
+                selective_scan_fn, _ = _cuda_kernels()
+                y, ssm_state = selective_scan_fn(
+                    x.float().transpose(1, 2).contiguous(),
+                    delta.float().transpose(1, 2).contiguous(),
+                    A,
+                    B.float().transpose(1, 2).contiguous(),
+                    C.float().transpose(1, 2).contiguous(),
+                    return_last_state=True,
+                )
+                y = y.transpose(1, 2)
+            else:
+                y, _, ssm_state = _scan_forward(x.float(), delta.float(), A, B.float(), C.float(), SCAN_CHUNK)
+        y = (y + x * self.D) * F.silu(z)
+        return self.out_proj(y.to(hidden.dtype)), conv_state, ssm_state
+
+    def _conv_window(self, x: Tensor, positions: Tensor) -> Tensor:
+        """[batch, d_inner, d_conv]: the conv inputs at positions - d_conv + 1 .. positions (oldest
+        first, zeros before the sequence), the conv_state of :meth:`step`."""
+        offsets = torch.arange(self.d_conv - 1, -1, -1, device=x.device)
+        index = positions[:, None] - offsets[None, :]  # [batch, d_conv]
+        window = x.gather(1, index.clamp(min=0)[..., None].expand(-1, -1, x.shape[-1]))
+        window = window.masked_fill((index < 0)[..., None], 0.0)
+        return window.transpose(1, 2).contiguous()
 
     def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x: [..., d_inner] -> delta before bias and softplus [..., d_inner], B, C [..., d_state]."""

@@ -142,12 +142,24 @@ class S5(nn.Module):
     @torch.compiler.disable
     def forward(self, u: Tensor, steps: Tensor) -> Tensor:
         """u: [batch, length, H]; steps: [batch, length] time gaps in model units (>= 0)."""
+        return self.forward_with_state(u, steps)[0]
+
+    @torch.compiler.disable
+    def forward_with_state(
+        self, u: Tensor, steps: Tensor, positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """(:meth:`forward`'s output, the state after each row's element ``positions`` [batch],
+        complex [batch, P], as :meth:`step` would hold it; None without ``positions``)."""
         dtype = u.dtype
         with torch.autocast(device_type=u.device.type, enabled=False):
             u, steps = u.to(self.D.dtype), steps.to(self.D.dtype)
             decay, factor = self._discretise(steps)  # [batch, length, P]
             states = diagonal_linear_scan(decay, factor * self._project_in(u))
-            return self._project_out(states, u).to(dtype)
+            state = None
+            if positions is not None:
+                index = positions[:, None, None].expand(-1, 1, states.shape[-1])
+                state = states.gather(1, index).squeeze(1)
+            return self._project_out(states, u).to(dtype), state
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> Tensor:
         """Zero state, complex [batch, P]."""

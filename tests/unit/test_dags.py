@@ -69,7 +69,8 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 dag = DagBag(dag_folder=sys.argv[1]).dags["recsys_nightly"]
 out = {"spark": {}, "python": []}
-params = {"model": "ss4rec", "full_retrain": True, "drift_breach": False, "rollback": True}
+params = {"model": "ss4rec", "full_retrain": True, "drift_breach": False, "rollback": True,
+          "full_rescore": True}
 for task in dag.tasks:
     if type(task).__name__ == "SparkSubmitOperator":
         task.render_template_fields({"ds": "1998-04-22", "params": params})
@@ -155,7 +156,7 @@ def test_nightly_structure_tags_params_retries_and_docs(parsed):
     dag = parsed["dags"]["recsys_nightly"]
     assert {task: info["downstream"] for task, info in dag["tasks"].items()} == NIGHTLY_EDGES
     assert {"recsys", "nightly"} <= set(dag["tags"]) and dag["doc_md"]
-    assert dag["params"] == ["drift_breach", "full_retrain", "model", "rollback"]
+    assert dag["params"] == ["drift_breach", "full_rescore", "full_retrain", "model", "rollback"]
     for task_id, info in dag["tasks"].items():
         assert info["retries"] >= 1 and info["backoff"], task_id
         assert info["doc"], task_id
@@ -223,6 +224,7 @@ def test_cluster_profile_renders_gpu_pods_of_the_trainer_image(tmp_path):
     assert pods["champion_challenger"]["pool"] != "gpu"
     assert pods["champion_challenger"]["args"][:2] == ["orchestration.model_tasks", "decide"]
     assert "--rollback" in pods["champion_challenger"]["args"] and "--rollback" not in train["args"]
+    assert "--full-rescore" in pods["score"]["args"] and "--full-rescore" not in train["args"]
     # Every task renders: the model steps as pods of the trainer image, the Spark stages as
     # spark-submit of the image's job files for the run date, the rest in the Airflow worker.
     assert set(pods) - {"spark", "python"} == {"train", "evaluate", "champion_challenger", "score"}
