@@ -1,13 +1,24 @@
 """Benchmark: nightly batch scoring of every user (model/score.py) at ML-25M size, with floors and a peer.
 
-    python bench/bench_score.py [--scale 1.0] [--device cpu|cuda] [--no-als]
+    python bench/bench_score.py [--scale 1.0] [--device cpu|cuda] [--no-als] [--shares 0.01 0.1]
 
 Data: the seeded ML-25M-shaped synthetic ratings (``recsys.datasets.synthetic``; 162,541 users,
 59,047 items, 25,000,095 ratings at scale 1), turned into the two tables scoring reads (written
 with delta-rs, without Spark, to keep the benchmark about scoring): ``ratings_silver`` (every
-rating) and ``sequences`` (each user's most recent 200 events, in time then file order).
+rating) and ``sequences`` (each user's most recent 200 events, in time then file order), both
+versioned by ``valid_from`` like the pipeline's (:mod:`recsys.asof`).
 Model: SS4Rec at the released shape (hidden 64, 2 layers, S5 state 32, Mamba d_state 32),
 untrained weights (timing does not depend on them), top-100, every seen item masked.
+
+The first night (the data's last day) scores every user from scratch and writes every user's
+state into ``user_states`` (:mod:`model.user_state`). Then, for each ``--shares`` value, one
+more night in which that share of the users gets 1-3 new events: its new ``sequences`` and
+``ratings_silver`` versions are appended, and the night is scored incrementally
+(``scoring.state_mode: incremental``, ``--repeats`` times, medians) and in full
+(``state_mode: full``, once: the baseline), per phase (read, state read, encode/step,
+score + mask + top-k, write, state write), with how far the two tables differ (largest score
+difference; users whose top-K items differ where the full run's scores are not tied). The
+state table's bytes per user, as stored on disk, are reported beside the in-memory size.
 
 The job (:func:`model.score.score_run`) reports its phases (read, encode, score + mask + top-k,
 write); beside each, in the same run:
@@ -73,8 +84,8 @@ def sequences_and_silver(ratings_csv: Path, lake: Path, max_len: int) -> None:
     items = frame["item_id"].to_numpy()
     times = frame["timestamp"].to_numpy()
     date = pa.array(np.full(len(frame), RUN_DATE), pa.date32())
-    silver = pa.table({"user_id": users, "item_id": items, "timestamp": times, "run_date": date})
-    write_deltalake(str(lake / "ratings_silver"), silver, partition_by=["run_date"])
+    silver = pa.table({"user_id": users, "item_id": items, "timestamp": times, "valid_from": date})
+    write_deltalake(str(lake / "ratings_silver"), silver, partition_by=["valid_from"])
     del silver, date
     order = np.lexsort((np.arange(users.size), times, users))  # time, then file order, per user
     users, items, times = users[order], items[order], times[order]
@@ -93,7 +104,7 @@ def sequences_and_silver(ratings_csv: Path, lake: Path, max_len: int) -> None:
 
     sequences = pa.table(
         {
-            "run_date": pa.array(np.full(user_ids.size, RUN_DATE), pa.date32()),
+            "valid_from": pa.array(np.full(user_ids.size, RUN_DATE), pa.date32()),
             "user_id": pa.array(user_ids, pa.int64()),
             "item_ids": lists(items[take], pa.int64()),
             "timestamps": lists(times[take], pa.int64()),
@@ -103,7 +114,7 @@ def sequences_and_silver(ratings_csv: Path, lake: Path, max_len: int) -> None:
             "n_events": pa.array(counts.astype(np.int32), pa.int32()),
         }
     )
-    write_deltalake(str(lake / "sequences"), sequences, partition_by=["run_date"])
+    write_deltalake(str(lake / "sequences"), sequences, partition_by=["valid_from"])
 
 
 def save_untrained(config: Any, lake: Path) -> SequenceData:
@@ -182,6 +193,153 @@ def als_peer(ratings_csv: Path, config: Any, max_iter: int) -> dict[str, float]:
     return {"als_fit_s": fit_s, "als_max_iter": max_iter, "als_recommend_for_all_users_s": recommend_s}
 
 
+def append_night(
+    lake: Path, night: dt.date, share: float, catalogue: np.ndarray, max_len: int, seed: int
+) -> dict[str, int]:
+    """Give ``share`` of the users 1-3 new events (random catalogue items) during ``night``: their
+    new ``sequences`` versions and the new ``ratings_silver`` rows, valid from ``night``."""
+    from deltalake import write_deltalake
+
+    from model.data import read_as_of
+
+    sequences, _ = read_as_of(str(lake / "sequences"), "sequences", night - dt.timedelta(days=1))
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(
+        rng.choice(sequences.num_rows, size=max(1, round(share * sequences.num_rows)), replace=False)
+    )
+    day_start = run_timestamp(night) - 86_400
+    rows: dict[str, list] = {name: [] for name in sequences.column_names}
+    silver: dict[str, list] = {"user_id": [], "item_id": [], "timestamp": []}
+    for row in sequences.take(chosen).to_pylist():
+        count = int(rng.integers(1, 4))
+        times = np.sort(rng.integers(day_start, day_start + 86_400, count)).tolist()
+        items = rng.choice(catalogue, count).tolist()
+        n_events = row["n_events"] + count
+        window = min(n_events, max_len)
+        split = [0] * window
+        if n_events >= 2:
+            split[-1] = 2
+        if n_events >= 3:
+            split[-2] = 1
+        rows["valid_from"].append(night)
+        rows["user_id"].append(row["user_id"])
+        rows["item_ids"].append((row["item_ids"] + items)[-window:])
+        rows["timestamps"].append((row["timestamps"] + times)[-window:])
+        rows["time_gaps"].append(
+            (row["time_gaps"] + np.diff(times, prepend=row["timestamps"][-1]).tolist())[-window:]
+        )
+        rows["session_ids"].append([0] * window)
+        rows["split"].append(split)
+        rows["n_events"].append(n_events)
+        silver["user_id"] += [row["user_id"]] * count
+        silver["item_id"] += items
+        silver["timestamp"] += times
+    write_deltalake(
+        str(lake / "sequences"), pa.Table.from_pydict(rows, schema=sequences.schema), mode="append"
+    )
+    silver["valid_from"] = [night] * len(silver["user_id"])
+    silver_schema = pa.schema(
+        [
+            ("user_id", pa.int64()),
+            ("item_id", pa.int64()),
+            ("timestamp", pa.int64()),
+            ("valid_from", pa.date32()),
+        ]
+    )
+    write_deltalake(
+        str(lake / "ratings_silver"), pa.Table.from_pydict(silver, schema=silver_schema), mode="append"
+    )
+    return {"users_with_new_events": int(chosen.size), "new_events": len(silver["user_id"])}
+
+
+def timed_scoring(
+    config: Any, night: dt.date, mode: str, device: torch.device
+) -> tuple[dict[str, Any], Path]:
+    """One scoring run of ``night`` in ``mode`` (incremental | full): wall time, phases, peak RSS."""
+    config = config.model_copy(update={"scoring": config.scoring.model_copy(update={"state_mode": mode})})
+    with PeakRSS() as peak:
+        started = time.perf_counter()
+        result = score_run(config, night, VERSION, device)
+        wall = time.perf_counter() - started
+    figures = {"wall_s": round(wall, 2), "peak_rss_mb": round(peak.peak_mb, 1)}
+    figures.update({f"{phase}_s": value for phase, value in result.seconds.as_dict().items()})
+    figures["states"] = result.manifest["states"]
+    return figures, Path(result.staging) / "recommendations.parquet"
+
+
+def compare_tables(incremental: pa.Table, full: pa.Table) -> dict[str, float]:
+    """Largest score difference, and users whose top-K items differ where the full run's scores
+    are not tied (within 1e-4 of a neighbour)."""
+    a, b = (t.sort_by([("user_id", "ascending"), ("rank", "ascending")]) for t in (incremental, full))
+    if a.num_rows != b.num_rows or a.column("user_id") != b.column("user_id"):
+        return {"same_rows": False}
+    users = b.column("user_id").to_numpy()
+    score = b.column("score").to_numpy(zero_copy_only=False)
+    difference = np.abs(a.column("score").to_numpy(zero_copy_only=False) - score)
+    same_user_next = np.r_[users[1:] == users[:-1], False]
+    same_user_prev = np.r_[False, users[1:] == users[:-1]]
+    gap_next = np.r_[np.abs(np.diff(score)), np.inf]
+    gap_prev = np.r_[np.inf, np.abs(np.diff(score))]
+    untied = ~((same_user_next & (gap_next <= 1e-4)) | (same_user_prev & (gap_prev <= 1e-4)))
+    differ = (a.column("item_id").to_numpy() != b.column("item_id").to_numpy()) & untied
+    return {
+        "same_rows": True,
+        "max_abs_score_difference": float(np.nanmax(difference)) if difference.size else 0.0,
+        "users_with_other_untied_items": int(np.unique(users[differ]).size),
+    }
+
+
+def incremental_nights(
+    config: Any, lake: Path, data: SequenceData, shares: list[float], repeats: int, device: torch.device
+) -> dict[str, Any]:
+    """For each share: a night with that share of users active, scored incrementally and in full."""
+    import statistics
+
+    out: dict[str, Any] = {}
+    night = RUN_DATE
+    for index, share in enumerate(shares):
+        night = night + dt.timedelta(days=1)
+        added = append_night(
+            lake, night, share, data.item_vocab.raw_ids, config.pipeline.max_seq_len, seed=index
+        )
+        samples = []
+        for _ in range(repeats):
+            figures, staged = timed_scoring(config, night, "incremental", device)
+            samples.append(figures)
+        incremental_table = pq.read_table(staged, columns=["user_id", "rank", "item_id", "score"])
+        full, staged = timed_scoring(config, night, "full", device)
+        comparison = compare_tables(
+            incremental_table, pq.read_table(staged, columns=["user_id", "rank", "item_id", "score"])
+        )
+        del incremental_table
+        phases = [key for key in samples[0] if key.endswith("_s")]
+        incremental = {key: round(statistics.median(s[key] for s in samples), 3) for key in phases}
+        incremental["wall_s_repeats"] = [s["wall_s"] for s in samples]
+        incremental["peak_rss_mb"] = max(s["peak_rss_mb"] for s in samples)
+        incremental["states"] = samples[0]["states"]
+        besides_scoring = (incremental["wall_s"] - incremental["score_s"]) / (
+            full["wall_s"] - full["score_s"]
+        )
+        out[f"{share:g}"] = {
+            "night": night.isoformat(),
+            **added,
+            "incremental": incremental,
+            "full": full,
+            "besides_score_vs_full": round(besides_scoring, 4),
+            "wall_vs_full": round(incremental["wall_s"] / full["wall_s"], 4),
+            "equal_to_full": comparison,
+        }
+        log.info("night %s (%g of users): %s", night, share, out[f"{share:g}"])
+    return out
+
+
+def state_bytes_on_disk(lake: Path, night: dt.date, users: int) -> dict[str, float]:
+    """The first night's ``user_states`` partition (every user's state): bytes on disk per user."""
+    files = list((lake / "user_states" / f"valid_from={night.isoformat()}").glob("*.parquet"))
+    total = sum(f.stat().st_size for f in files)
+    return {"state_table_bytes": total, "state_bytes_per_user_on_disk": total / users}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
@@ -190,6 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-als", action="store_true", help="skip the Spark ALS peer")
     parser.add_argument("--als-max-iter", type=int, default=5)
     parser.add_argument("--work-dir", type=Path, default=None, help="keep data here (default: a temp dir)")
+    parser.add_argument(
+        "--shares",
+        type=float,
+        nargs="*",
+        default=[0.01, 0.1],
+        help="one incremental night per value: the share of users with new events (none: skip)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="incremental runs per night (medians)")
+    parser.add_argument("--state-dtype", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = resolve_device(args.device)
@@ -202,14 +369,18 @@ def main(argv: list[str] | None = None) -> int:
             f"train.models_dir={work / 'models'}",
             "scoring.top_k=100",
             f"scoring.batch_size={args.batch_size}",
+            f"scoring.state_dtype={args.state_dtype}",
             "pipeline.max_seq_len=200",
         ),
     )
     ratings_csv = work / "synthetic" / "ratings.csv"
     if not ratings_csv.exists():
         generate_synthetic(ratings_csv, scale=args.scale)
-    if not (lake / "sequences").exists():
-        sequences_and_silver(ratings_csv, lake, config.pipeline.max_seq_len)
+    import shutil
+
+    for table in ("sequences", "ratings_silver", "user_states"):  # a kept work dir starts over
+        shutil.rmtree(lake / table, ignore_errors=True)
+    sequences_and_silver(ratings_csv, lake, config.pipeline.max_seq_len)
     data = save_untrained(config, lake)
     figures: dict[str, Any] = {
         "device": str(device),
@@ -259,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     figures["floor_write_s"] = time.perf_counter() - started
     figures["score_vs_floor"] = figures["job_score_s"] / figures["floor_score_s"]
     figures["encode_vs_floor"] = figures["job_encode_s"] / figures["floor_encode_s"]
+    figures["state_bytes_per_user"] = result.manifest["states"]["bytes_per_user"]
+    figures.update(state_bytes_on_disk(lake, RUN_DATE, data.n_users))
+    figures["nights"] = incremental_nights(config, lake, data, args.shares, args.repeats, device)
     if not args.no_als:
         figures.update(als_peer(ratings_csv, config, args.als_max_iter))
         figures["job_vs_als_recommend"] = job_s / figures["als_recommend_for_all_users_s"]

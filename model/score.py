@@ -599,6 +599,7 @@ def _encode_with_states(
         stored_row,
         cutoff,
         config.scoring.encode_batch_size,
+        config.scoring.batch_size,
         config.scoring.state_dtype,
         device,
     )

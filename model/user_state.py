@@ -257,10 +257,16 @@ class Encoded:
     """What :func:`encode_users` produced: every user's hidden vector and the states it changed."""
 
     vectors: torch.Tensor  # [V, H] float32, view row order
-    changed: np.ndarray  # view rows whose stored state is new tonight (advance + full)
-    blobs: dict[str, np.ndarray]  # name -> [len(changed), bytes]
+    # The new states, batch by batch (kept apart: at ML-25M's size a full night's states are
+    # about 6 GB at fp32, and the table's rows take them without a copy).
+    changed_parts: list[np.ndarray]  # view rows whose stored state is new tonight (advance + full)
+    blob_parts: list[dict[str, np.ndarray]]  # per part: name -> [rows, bytes] uint8
     kinds: np.ndarray
     seconds: StateSeconds = field(default_factory=StateSeconds)
+
+    @property
+    def changed(self) -> np.ndarray:
+        return np.concatenate(self.changed_parts) if self.changed_parts else np.zeros(0, dtype=np.int64)
 
 
 def _select(chosen: list[BlockState], mask: torch.Tensor, other: list[BlockState]) -> list[BlockState]:
@@ -286,6 +292,7 @@ def encode_users(
     stored_row: np.ndarray,
     query_time: int,
     batch_size: int,
+    step_batch_size: int,
     state_dtype: str,
     device: torch.device,
 ) -> Encoded:
@@ -295,7 +302,9 @@ def encode_users(
     ``full`` rows are re-encoded in batches of ``batch_size`` in order of length (one
     :meth:`~model.ss4rec.SS4Rec.prefix_state` pass over all but the last event); ``advance``
     rows step their stored state through the new events, batched by the number of steps; every
-    row then takes the final step with its own gap to ``query_time``.
+    row then takes the final step with its own gap to ``query_time``. ``reuse`` rows only take
+    the final step, ``step_batch_size`` at a time (one step is cheap: a large batch amortises
+    the per-call overhead).
     """
     model = model.to(device).eval()
     seconds = StateSeconds()
@@ -303,7 +312,7 @@ def encode_users(
     hidden_size = model.item_embedding.weight.shape[1]
     vectors = torch.zeros(n, hidden_size, dtype=torch.float32, device=device)
     changed_parts: list[np.ndarray] = []
-    blob_parts: dict[str, list[np.ndarray]] = {name: [] for name in STATE_BLOBS}
+    blob_parts: list[dict[str, np.ndarray]] = []
     last = view.starts + view.lengths - 1
     flat_items = torch.from_numpy(view.flat_items)
     flat_times = torch.from_numpy(view.flat_timestamps)
@@ -318,14 +327,13 @@ def encode_users(
         seconds.final_step += time.perf_counter() - began
         if store:
             changed_parts.append(rows)
-            for name, blob in pack(states, state_dtype).items():
-                blob_parts[name].append(blob)
+            blob_parts.append(pack(states, state_dtype))
 
     with torch.inference_mode():
         # reuse: the stored state as it is
         reuse = np.flatnonzero(kinds == REUSE)
-        for at in range(0, reuse.size, batch_size):
-            rows = reuse[at : at + batch_size]
+        for at in tqdm(range(0, reuse.size, step_batch_size), desc="reuse", unit="batch", disable=None):
+            rows = reuse[at : at + step_batch_size]
             finish(rows, _stored_states(model, stored, stored_row[rows], device), store=False)
         # advance: step the stored state through the new events (all but tonight's last)
         advance = np.flatnonzero(kinds == ADVANCE)
@@ -357,12 +365,7 @@ def encode_users(
             seconds.events_encoded += int(view.lengths[rows].sum())
             seconds.encode += time.perf_counter() - began
             finish(rows, states, store=True)
-    changed = np.concatenate(changed_parts) if changed_parts else np.zeros(0, dtype=np.int64)
-    blobs = {
-        name: np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.uint8)
-        for name, parts in blob_parts.items()
-    }
-    return Encoded(vectors, changed, blobs, kinds, seconds)
+    return Encoded(vectors, changed_parts, blob_parts, kinds, seconds)
 
 
 def _stored_states(model: SS4Rec, stored: Stored, rows: np.ndarray, device: torch.device) -> list[BlockState]:
@@ -397,36 +400,40 @@ def state_rows(
     state_dtype: str,
     run_date: dt.date,
 ) -> pa.Table:
-    """The ``user_states`` rows of the states ``encoded`` changed (``user_ids``: raw id per view row)."""
-    rows = encoded.changed
-    last = view.starts[rows] + view.lengths[rows] - 1
-    n = rows.size
+    """The ``user_states`` rows of the states ``encoded`` changed (``user_ids``: raw id per view
+    row): one record batch per encoded batch, the states' bytes not copied."""
 
-    def blob(name: str) -> pa.Array:
-        values = encoded.blobs[name]
-        width = values.shape[1] if values.ndim == 2 else 0
-        offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width, pa.int32())
-        return pa.BinaryArray.from_buffers(
-            pa.binary(), n, [None, offsets.buffers()[1], pa.py_buffer(values.tobytes())]
+    def batch(rows: np.ndarray, blobs: dict[str, np.ndarray]) -> pa.RecordBatch:
+        last = view.starts[rows] + view.lengths[rows] - 1
+        n = rows.size
+
+        def blob(name: str) -> pa.Array:
+            values = np.ascontiguousarray(blobs[name])
+            offsets = np.arange(n + 1, dtype=np.int32) * values.shape[1]
+            return pa.BinaryArray.from_buffers(
+                pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(values)]
+            )
+
+        return pa.record_batch(
+            {
+                "user_id": pa.array(user_ids[rows], pa.int64()),
+                "model_version": pa.array([model_version] * n, pa.string()),
+                "state_dtype": pa.array([state_dtype] * n, pa.string()),
+                **{name: blob(name) for name in STATE_BLOBS},
+                "last_item": pa.array(item_ids(view.flat_items[last]), pa.int64()),
+                "last_time": pa.array(view.flat_timestamps[last], pa.int64()),
+                "window_events": pa.array(view.lengths[rows].astype(np.int32), pa.int32()),
+                "history_events": pa.array(history_events[rows].astype(np.int32), pa.int32()),
+                "whole_history": pa.array(whole_history[rows], pa.bool_()),
+                "encoded": pa.array([KIND_NAMES[int(kind)] for kind in encoded.kinds[rows]], pa.string()),
+                "window_hash": pa.array(prefix_hashes(view, rows, view.lengths[rows]), pa.int64()),
+                "valid_from": pa.array(np.full(n, run_date), pa.date32()),
+            },
+            schema=STATES_SCHEMA,
         )
 
-    return pa.table(
-        {
-            "user_id": pa.array(user_ids[rows], pa.int64()),
-            "model_version": pa.array([model_version] * n, pa.string()),
-            "state_dtype": pa.array([state_dtype] * n, pa.string()),
-            **{name: blob(name) for name in STATE_BLOBS},
-            "last_item": pa.array(item_ids(view.flat_items[last]), pa.int64()),
-            "last_time": pa.array(view.flat_timestamps[last], pa.int64()),
-            "window_events": pa.array(view.lengths[rows].astype(np.int32), pa.int32()),
-            "history_events": pa.array(history_events[rows].astype(np.int32), pa.int32()),
-            "whole_history": pa.array(whole_history[rows], pa.bool_()),
-            "encoded": pa.array([KIND_NAMES[int(kind)] for kind in encoded.kinds[rows]], pa.string()),
-            "window_hash": pa.array(prefix_hashes(view, rows, view.lengths[rows]), pa.int64()),
-            "valid_from": pa.array(np.full(n, run_date), pa.date32()),
-        },
-        schema=STATES_SCHEMA,
-    )
+    parts = zip(encoded.changed_parts, encoded.blob_parts, strict=True)
+    return pa.Table.from_batches([batch(rows, blobs) for rows, blobs in parts], schema=STATES_SCHEMA)
 
 
 def kind_counts(kinds: np.ndarray) -> dict[str, int]:

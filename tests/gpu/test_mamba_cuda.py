@@ -123,3 +123,22 @@ def test_ss4rec_bf16_autocast_with_kernels_is_finite(mamba_ssm):
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("length", [1, 9, 200])
+def test_forward_with_state_kernel_path_equals_the_torch_path(mamba_ssm, length):
+    """The mamba-ssm kernel's last state at each row's position (the step zeroed after it) equals
+    the pure-PyTorch scan's: what SS4Rec.prefix_state stores for incremental scoring."""
+    torch.manual_seed(1)
+    layer = Mamba(64, d_state=32, d_conv=4, expand=2).cuda().eval()
+    hidden = torch.randn(8, length, 64, device="cuda")
+    positions = torch.randint(0, length, (8,), device="cuda")
+    results = {}
+    for use_kernels in (True, False):
+        layer.use_kernels = use_kernels
+        results[use_kernels] = layer.forward_with_state(hidden, positions)
+    before = torch.arange(length, device="cuda")[None, :] <= positions[:, None]
+    kernel, torch_path = results[True], results[False]
+    assert_close(kernel[0][before], torch_path[0][before], "output up to the position")
+    assert_close(kernel[1], torch_path[1], "conv window")
+    assert_close(kernel[2], torch_path[2], "SSM state")

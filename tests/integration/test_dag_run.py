@@ -513,3 +513,22 @@ def test_the_night_report_renders_in_headless_chromium_with_every_plot_drawn(nig
     assert pixels.shape[:2] == (4200, 1200)
     # Drawn plots: a good part of the page is neither white nor text-thin.
     assert float(np.mean(pixels.min(axis=2) < 0.9)) > 0.05
+
+
+def test_each_night_scores_from_the_stored_states_of_its_champion(nights):
+    """Score reads the user states its champion stored the night before: none on the first
+    night or when the champion changed (every user re-encoded), and a rerun reads the same."""
+    previous = None
+    for day in NIGHTS:
+        scored = nights["steps"][day]["score"]
+        states = scored["states"]
+        encoded = scored["users"] - scored["fallback_users"]
+        assert states["reuse"] + states["advance"] + states["full"] == encoded, day
+        assert states["rows_written"] == states["advance"] + states["full"], day
+        if scored["model_version"] != previous:
+            assert states["stored_read"] == 0 and states["full"] == encoded, day
+        else:
+            assert states["stored_read"] > 0 and states["reuse"] > 0, day
+        previous = scored["model_version"]
+    for day in BACKFILLED:
+        assert nights["backfill_steps"][day]["score"]["states"] == nights["steps"][day]["score"]["states"]
