@@ -264,10 +264,6 @@ class Encoded:
     kinds: np.ndarray
     seconds: StateSeconds = field(default_factory=StateSeconds)
 
-    @property
-    def changed(self) -> np.ndarray:
-        return np.concatenate(self.changed_parts) if self.changed_parts else np.zeros(0, dtype=np.int64)
-
 
 def _select(chosen: list[BlockState], mask: torch.Tensor, other: list[BlockState]) -> list[BlockState]:
     """Per row (batch dimension), ``chosen``'s state where ``mask`` is True, else ``other``'s."""
