@@ -35,7 +35,8 @@ One night of the batch recommender for the run date (the logical date, `{{ ds }}
 3. **silver -> sessions -> sequences**: versioned as-of state, only the keys tonight touched.
    **drift_input** beside them: tonight's new ratings against a trailing window (PSI, KS,
    new users and items) into `drift_reports`; a breach makes tonight's training a full retrain.
-4. **sequences_gate**, and **items** (titles and genres) beside the chain.
+4. **sequences** are gated (`expectations/sequences.json`) before they are published; the model
+   steps read the version the gate passed. **items** (titles and genres) beside the chain.
 5. **train**: the refresh policy: a warm start from the champion, a full retrain (schedule,
    config change, no champion, drift, or the `full_retrain` param), or nothing when no event
    arrived. A new challenger is logged to MLflow and registered.
@@ -120,14 +121,11 @@ with DAG(
         doc_md="Tonight's new ratings against a trailing window into drift_reports; a breach retrains.",
     )
     sessions = spark_stage(CONFIG, "sessions", "sessionize", doc_md="Sessions of the users tonight touched.")
-    sequences = spark_stage(CONFIG, "sequences", "sequences", doc_md="Sequences + leave-one-out split.")
-    sequences_gate = spark_stage(
+    sequences = spark_stage(
         CONFIG,
-        "sequences_gate",
-        "validate",
-        "--suite",
         "sequences",
-        doc_md="expectations/sequences.json on tonight's sequence versions.",
+        "sequences",
+        doc_md="Sequences + leave-one-out split, gated (expectations/sequences.json) before publishing.",
     )
     items = spark_stage(CONFIG, "items", "items", doc_md="Titles, years and genres from the movie file.")
     train = model_step(
@@ -224,9 +222,9 @@ with DAG(
         outlet_events[RECOMMENDATIONS].extra = {"run_date": ds, "rows": scored["rows"]}
         return summary
 
-    ingest >> ratings_gate >> silver >> sessions >> sequences >> sequences_gate
+    ingest >> ratings_gate >> silver >> sessions >> sequences
     silver >> drift_input >> train
-    sequences_gate >> train >> evaluate >> champion_challenger >> score >> publish
+    sequences >> train >> evaluate >> champion_challenger >> score >> publish
     ingest >> items >> publish
     page = report()
     publish >> drift_output >> page

@@ -450,14 +450,22 @@ def check(result: ExpectationSuiteValidationResult, suite: Suite, where: str, co
 
 
 def unexpected_counts(result: ExpectationSuiteValidationResult) -> dict[str, int]:
-    """GE's unexpected row count of every column-map expectation, by expectation name."""
+    """GE's unexpected row count of every column-map expectation, by expectation name.
+
+    On a batch of no rows GE may report the count as None: that is 0 rows unexpected. A None
+    beside a positive row count is an error, not a zero.
+    """
     counts = {}
     for item in result.results:
         config = item.expectation_config
         if item.result and "unexpected_count" in item.result:
-            counts[Expectation(config.type, config.kwargs, config.meta or {}).name] = int(
-                item.result["unexpected_count"]
-            )
+            name = Expectation(config.type, config.kwargs, config.meta or {}).name
+            count = item.result["unexpected_count"]
+            if count is None and item.result.get("element_count"):
+                raise ValueError(
+                    f"{name}: GE reported no unexpected count on {item.result['element_count']:,} rows"
+                )
+            counts[name] = int(count or 0)
     return counts
 
 

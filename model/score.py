@@ -413,19 +413,24 @@ def score_run(
     run_id: str | None = None,
     model_runs: Callable[[dict[str, int], str], list[dict[str, Any]]] | None = None,
     model_dir: str | Path | None = None,
+    sequences_version: int | None = None,
 ) -> ScoringResult:
     """Score every user of the run date's sequences with ``model_version``; stage the result.
 
     ``model_runs(input_versions, fingerprint)`` gives the night's ``model_runs`` rows (the nightly
     DAG's champion and challenger); by default the one row of the scoring model. ``model_dir``:
-    the version's artifacts (see :func:`load_model`).
+    the version's artifacts (see :func:`load_model`). ``sequences_version``: the sequences table
+    version to read (the nightly DAG's: the one its gate passed and training read); default the
+    latest.
     """
     device = torch.device(device)
     seconds = PhaseSeconds()
     began = time.perf_counter()
     model, item_vocab, metrics = load_model(config, model_version, device, model_dir)
     sequences_path, silver_path = config.table_path("sequences"), config.table_path("ratings_silver")
-    sequences, sequences_version = read_as_of(sequences_path, "sequences", run_date)
+    sequences, sequences_version = read_as_of(
+        sequences_path, "sequences", run_date, version=sequences_version
+    )
     silver, silver_version = read_as_of(
         silver_path, "ratings_silver", run_date, ["user_id", "item_id", "timestamp"]
     )

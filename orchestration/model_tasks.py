@@ -42,6 +42,7 @@ from typing import Any
 from orchestration.policy import Champion, Decision, TrainingPlan, choose_champion, plan_training
 from recsys.cli import add_run_date_argument, configure_logging
 from recsys.config import Config, add_config_arguments, config_from_args
+from recsys.gates import gated_version
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,11 @@ def train(
     from model.train import resolve_device, save_trained, train_and_evaluate
 
     registry = ModelRegistry.from_config(config)
-    sequences, sequences_version = read_as_of(config.table_path("sequences"), "sequences", run_date)
+    # the sequences as the night's gate passed and published them (refused without a pass)
+    gated = gated_version(config, run_date, "sequences")
+    sequences, sequences_version = read_as_of(
+        config.table_path("sequences"), "sequences", run_date, version=gated
+    )
     data = SequenceData.from_arrow(sequences)
     fingerprint, config_hash = data.fingerprint(), training_hash(config)
     champion_record = registry.champion_before(run_date)
@@ -156,6 +161,7 @@ def train(
         "champion": champion.version if champion else None,
         "challenger": None,
         "sequences_fingerprint": fingerprint,
+        "sequences_version": sequences_version,
         "config_hash": config_hash,
         "drift_breaches": breached,
     }
@@ -213,15 +219,17 @@ def _registered(
 
 
 def evaluate(config: Config, run_date: dt.date) -> dict[str, Any]:
-    """The champion's and the challenger's metrics on tonight's split."""
-    from model.data import read_sequences
+    """The champion's and the challenger's metrics on tonight's split (the sequences train read)."""
+    from model.data import read_as_of
     from model.refresh import evaluate_saved
     from model.registry import ModelRegistry
     from model.train import resolve_device
 
     planned = read_step(config, run_date, "train")
     registry = ModelRegistry.from_config(config)
-    sequences = read_sequences(config.table_path("sequences"), run_date)
+    sequences = read_as_of(
+        config.table_path("sequences"), "sequences", run_date, version=planned["sequences_version"]
+    )[0]
     device = resolve_device(config.device)
     metrics = {}
     for role in ("champion", "challenger"):
@@ -405,6 +413,7 @@ def score(
             run_id=run_id,
             model_runs=rows,
             model_dir=model_dir,
+            sequences_version=planned["sequences_version"],
         ).manifest
     result = {
         key: manifest[key] for key in ("model_version", "users", "fallback_users", "rows", "top_k", "states")

@@ -26,10 +26,10 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 # The project root: configs/ and the anchor of relative paths. A source checkout by default; an
 # installed package (the images) names it with RECSYS_HOME.
@@ -49,6 +49,20 @@ class ConfigError(ValueError):
     """A configuration layer holds an unknown key, a wrong type or unreadable YAML."""
 
 
+def _inside_lake(value: str) -> str:
+    """A location under ``lake.root``: relative, and never climbing out of it."""
+    parts = value.replace("\\", "/").split("/")
+    if not value.strip() or "://" in value or value.startswith(("/", "~")) or ".." in parts:
+        raise ValueError(
+            f"{value!r} must be a relative path inside lake.root (no leading '/', '~', '..' or scheme)"
+        )
+    return value
+
+
+#: A table or folder of the lake, joined to ``lake.root``: confined to it.
+LakePath = Annotated[str, AfterValidator(_inside_lake)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,19 +72,19 @@ class LakeConfig(_Section):
 
 
 class TablesConfig(_Section):
-    ratings_bronze: str
-    ratings_quarantine: str
-    ratings_silver: str
-    sessions: str
-    sequences: str
-    recommendations: str
-    model_runs: str
-    items: str
-    ratings_run_stats: str
-    ratings_drop_stats: str
-    ingest_ledger: str
-    drift_reports: str
-    user_states: str
+    ratings_bronze: LakePath
+    ratings_quarantine: LakePath
+    ratings_silver: LakePath
+    sessions: LakePath
+    sequences: LakePath
+    recommendations: LakePath
+    model_runs: LakePath
+    items: LakePath
+    ratings_run_stats: LakePath
+    ratings_drop_stats: LakePath
+    ingest_ledger: LakePath
+    drift_reports: LakePath
+    user_states: LakePath
 
 
 class SparkConfig(_Section):
@@ -95,7 +109,7 @@ class PipelineConfig(_Section):
     max_seq_len: int = Field(gt=1)
     kcore: int = Field(ge=0)
     quarantine_max_ratio: float = Field(ge=0, le=1)
-    landing_dir: str
+    landing_dir: LakePath
     clock_skew_seconds: int = Field(ge=0)
     volume_trailing_drops: int = Field(gt=0)
     volume_min_trailing_drops: int = Field(gt=0)
@@ -105,8 +119,8 @@ class PipelineConfig(_Section):
     vacuum_retention_hours: int = Field(ge=0)
     rating_scales: dict[str, tuple[float, float]]
     min_timestamp: int
-    validation_dir: str
-    export_dir: str
+    validation_dir: LakePath
+    export_dir: LakePath
 
 
 class ModelConfig(_Section):
@@ -149,7 +163,7 @@ class ScoringConfig(_Section):
     batch_size: int = Field(gt=0)
     encode_batch_size: int = Field(gt=0)
     fallback_window_days: int = Field(gt=0)
-    staging_dir: str
+    staging_dir: LakePath
     state_mode: Literal["incremental", "full"]
     state_dtype: Literal["float32", "bfloat16"]
 
@@ -267,6 +281,11 @@ def resolve_location(value: str) -> str:
 
 def join_uri(root: str, name: str) -> str:
     return root.rstrip("/") + "/" + name
+
+
+def arrow_uri(uri: str) -> str:
+    """``uri`` as pyarrow's filesystems name it: Hadoop's ``s3a://`` store is ``s3://`` there."""
+    return "s3://" + uri[len("s3a://") :] if uri.startswith("s3a://") else uri
 
 
 # ---------------------------------------------------------------------------- layers

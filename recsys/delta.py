@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +24,26 @@ if TYPE_CHECKING:
 RUN_DATE_COL = "run_date"
 
 
+#: This process's attempt, in the manual run ids it stamps (:func:`run_id_for`).
+_ATTEMPT = uuid.uuid4().hex[:8]
+#: A run id to stamp instead, for a driver that runs one attempt as several processes.
+RUN_ID_ENV = "RECSYS_RUN_ID"
+
+
 def run_id_for(run_date: dt.date) -> str:
-    """Airflow's run id when running inside a task, else a deterministic manual id."""
-    return os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or f"manual__{run_date.isoformat()}"
+    """The id of this attempt at ``run_date``, stamped on every commit (and run-stats row).
+
+    Inside an Airflow task: the DAG run's id and the task's try number (``<run id>__try<n>``), so
+    a retry is told from the first try. Else ``$RECSYS_RUN_ID`` when set, else
+    ``manual__<date>__<8 hex digits>``, drawn once per process: two manual runs of a date are two
+    attempts in the Delta history. Ids are metadata: no table's content depends on them but the
+    columns that record them.
+    """
+    airflow = os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
+    if airflow:
+        tries = os.environ.get("AIRFLOW_CTX_TRY_NUMBER")
+        return f"{airflow}__try{tries}" if tries else airflow
+    return os.environ.get(RUN_ID_ENV) or f"manual__{run_date.isoformat()}__{_ATTEMPT}"
 
 
 def with_run_date(df: DataFrame, run_date: dt.date, column: str = RUN_DATE_COL) -> DataFrame:
@@ -81,9 +99,9 @@ def arrow_dataset(table: DeltaTable, file_pruning_predicate: Any = None) -> pyar
     """
     import pyarrow.fs as pafs
 
-    uri = table.table_uri
-    # pyarrow names Hadoop's s3a:// store s3://.
-    raw, root = pafs.FileSystem.from_uri("s3://" + uri[len("s3a://") :] if uri.startswith("s3a://") else uri)
+    from recsys.config import arrow_uri
+
+    raw, root = pafs.FileSystem.from_uri(arrow_uri(table.table_uri))
     return table.to_pyarrow_dataset(
         filesystem=pafs.SubTreeFileSystem(root, raw), file_pruning_predicate=file_pruning_predicate
     )

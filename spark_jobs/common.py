@@ -75,13 +75,43 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def inputs_from_args(
-    parser: argparse.ArgumentParser, args: argparse.Namespace
+    parser: argparse.ArgumentParser, args: argparse.Namespace, config: Config
 ) -> tuple[list[str], str] | None:
-    """``--input``/``--format`` as (paths, format name), or None when the night reads the landing zone."""
+    """``--input``/``--format`` as (paths, format name), or None when the night reads the landing zone.
+
+    Checked before Spark starts, so a wrong path fails in a second with a one-line error (exit
+    status 2) rather than after the JVM is up: every local file must exist and hold text (not
+    compressed under a text name), and the format must fit ``data.dataset``'s rating scale
+    (:func:`recsys.datasets.check_format`). A URI (``s3a://...``) is checked by ingest.
+    """
+    from recsys.config import ConfigError, is_uri
+    from recsys.datasets import check_format
+    from recsys.datasets.formats import MAGIC_BYTES, compressed_file_error
+
     if not args.input:
         return None
     if args.format is None:
         parser.error("--format is required with --input")
+    for path in args.input:
+        if is_uri(path) and not path.startswith("file:"):
+            continue
+        local = path.removeprefix("file://").removeprefix("file:")
+        try:
+            with open(local, "rb") as handle:
+                head = handle.read(MAGIC_BYTES)
+        except FileNotFoundError:
+            parser.error(f"--input {path}: no such file")
+        except IsADirectoryError:
+            parser.error(f"--input {path}: is a directory; name the ratings file(s)")
+        except OSError as exc:
+            parser.error(f"--input {path}: cannot be read ({exc.strerror})")
+        problem = compressed_file_error(path, head)
+        if problem is not None:
+            parser.error(f"--input {problem}")
+        try:
+            check_format(config, args.format, path)
+        except ConfigError as exc:
+            parser.error(f"--input {exc}")
     return list(args.input), args.format
 
 

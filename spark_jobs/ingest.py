@@ -8,7 +8,8 @@ the SHA-256 confirms it), or whose gate has not passed yet; each replaces the ro
 ``drop_date`` in bronze (replaceWhere), so the night costs what its new drops cost. The ledger has
 one row per landed file: drop date, format, size, modification time, checksum, header, data
 rows, status (``ingested`` -> ``gated`` -> ``applied``), whether it changed since a previous
-ingest (with the previous checksum), the night and the run id.
+ingest (with the previous checksum), the night, the run id, and the version of bronze the gate
+validated (``gated_version``: silver reads the drop as of that version, never a later rewrite).
 
 Every data line of a drop becomes one bronze row with its source file, its exact 1-based
 line number, its text, the typed fields (null when the line cannot be parsed) and, for lines
@@ -30,10 +31,17 @@ Parse-error kinds (the quarantine ``reason``), checked in this order:
 ``bad_encoding``       not valid UTF-8 (or already holds U+FFFD from a lossy decode)
 ``empty_line``         nothing but whitespace
 ``wrong_field_count``  not exactly 4 fields between the format's separators
-``non_numeric_id``     user_id or item_id is not an integer
+``missing_<field>``    the field is empty (or blank): ``missing_user_id``, ``missing_item_id``,
+                       ``missing_rating``, ``missing_timestamp``, the first empty one
+``non_integer_<id>``   ``non_integer_user_id`` / ``non_integer_item_id``: not an integer
+                       (text, a fraction, an exponent)
+``<id>_out_of_range``  ``user_id_out_of_range`` / ``item_id_out_of_range``: an integer that does
+                       not fit a signed 64-bit id
 ``unparseable_rating``   rating is not a finite number
 ``unparseable_timestamp``  timestamp is not a whole number of seconds
 =====================  ==========================================================
+
+Each reason names its field, so a quarantined line says what to fix without reading the text.
 
 For formats with a header (``ratings.csv``, ``recbole-inter``) the first line of each file is
 the header, not data: it is kept on every row of its file as ``source_header`` so the gate can
@@ -49,7 +57,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from recsys.datasets.formats import FORMATS, RatingsFormat
+from recsys.datasets.formats import FORMATS, MAX_ABS_SECONDS, RatingsFormat
 from spark_jobs.columns import (
     DROP_DATE_COL,
     DROP_MONTH_COL,
@@ -89,14 +97,32 @@ INGESTED, GATED, APPLIED = "ingested", "gated", "applied"
 BAD_ENCODING = "bad_encoding"
 EMPTY_LINE = "empty_line"
 WRONG_FIELD_COUNT = "wrong_field_count"
-NON_NUMERIC_ID = "non_numeric_id"
 UNPARSEABLE_RATING = "unparseable_rating"
 UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
+_ID_COLUMNS = (USER_COL, ITEM_COL)
+
+
+def missing(column: str) -> str:
+    """The parse error of a line whose ``column`` field is empty."""
+    return f"missing_{column}"
+
+
+def non_integer(column: str) -> str:
+    """The parse error of an id field that is not an integer."""
+    return f"non_integer_{column}"
+
+
+def out_of_range(column: str) -> str:
+    """The parse error of an id field that is an integer beyond a signed 64-bit id."""
+    return f"{column}_out_of_range"
+
+
 PARSE_ERRORS = (
     BAD_ENCODING,
     EMPTY_LINE,
     WRONG_FIELD_COUNT,
-    NON_NUMERIC_ID,
+    *[missing(c) for c in RATINGS_COLUMNS],
+    *[reason(c) for c in _ID_COLUMNS for reason in (non_integer, out_of_range)],
     UNPARSEABLE_RATING,
     UNPARSEABLE_TIMESTAMP,
 )
@@ -115,16 +141,16 @@ QUARANTINE_COLUMNS = (SOURCE_FILE_COL, LINE_NUMBER_COL, RAW_COL, REASON_COL, DRO
 LEDGER_SCHEMA = (
     "drop_date date, file string, format string, size long, modified_ms long, sha256 string, "
     "header string, rows long, status string, changed boolean, previous_sha256 string, "
-    "night date, run_id string"
+    "night date, run_id string, gated_version long"
 )
+
+_LEDGER_NULLS = {column.split()[0]: None for column in LEDGER_SCHEMA.split(", ")}
 
 _TEXT = "value"
 _BLOCK = "_block_start"
 _ROW_ID = "_row_id"
 _SPLIT_ROWS = "_split_rows"
 _FIRST_ROW_ID = "_first_row_id"
-# Whole seconds beyond this are not timestamps (and would overflow a long).
-_MAX_ABS_SECONDS = float(2**53)
 
 
 def read_lines(
@@ -210,7 +236,9 @@ def _whole_seconds(field: Column) -> Column:
     from pyspark.sql import functions as F
 
     as_double = field.try_cast("double")
-    integral = _finite(as_double) & (as_double == F.floor(as_double)) & (F.abs(as_double) < _MAX_ABS_SECONDS)
+    integral = (
+        _finite(as_double) & (as_double == F.floor(as_double)) & (F.abs(as_double) < float(MAX_ABS_SECONDS))
+    )
     return F.coalesce(_integer(field), F.when(integral, as_double.cast("bigint")))
 
 
@@ -231,15 +259,17 @@ def parse_lines(lines: DataFrame, fmt: RatingsFormat, headers: dict[str, str] | 
     # once per line, not once per use.
     kept = (SOURCE_FILE_COL, LINE_NUMBER_COL, _TEXT, "_header")
     split = lines.select(*kept, F.split(_TEXT, re.escape(fmt.separator), -1).alias("_fields"))
+    raw_fields = [f"_f{i}" for i in range(len(RATINGS_COLUMNS))]
     fields = split.select(
         *kept,
         F.size("_fields").alias("_n_fields"),
         # no trim: casts from strings ignore surrounding blanks themselves
-        *[F.get(F.col("_fields"), i).alias(f"_f{i}") for i in range(len(RATINGS_COLUMNS))],
+        *[F.get(F.col("_fields"), i).alias(name) for i, name in enumerate(raw_fields)],
     )
     typed = fields.select(
         *kept,
         "_n_fields",
+        *raw_fields,  # for the reasons of lines that fail
         _integer(F.col("_f0")).alias(USER_COL),
         _integer(F.col("_f1")).alias(ITEM_COL),
         F.col("_f2").try_cast("double").alias(RATING_COL),
@@ -253,15 +283,23 @@ def parse_lines(lines: DataFrame, fmt: RatingsFormat, headers: dict[str, str] | 
         & _finite(F.col(RATING_COL))
         & F.col(TIMESTAMP_COL).isNotNull()
     )
-    # Cheapest tests first for the common, valid line; the rest run only on lines that failed.
+    # Cheapest tests first for the common, valid line; the rest run only on lines that failed,
+    # field by field in file order, so the reason names the first field at fault.
     error = (
         F.when(~F.is_valid_utf8(text) | text.contains("\ufffd"), F.lit(BAD_ENCODING))
         .when(parsed_ok, F.lit(None))
         .when(text.rlike(r"^\s*$"), F.lit(EMPTY_LINE))
         .when(F.col("_n_fields") != len(RATINGS_COLUMNS), F.lit(WRONG_FIELD_COUNT))
-        .when(F.col(USER_COL).isNull() | F.col(ITEM_COL).isNull(), F.lit(NON_NUMERIC_ID))
-        .when(~_finite(F.col(RATING_COL)), F.lit(UNPARSEABLE_RATING))
-        .otherwise(F.lit(UNPARSEABLE_TIMESTAMP))
+    )
+    for i, column in enumerate(RATINGS_COLUMNS):
+        error = error.when(F.col(raw_fields[i]).rlike(r"^\s*$"), F.lit(missing(column)))
+    for i, column in enumerate(_ID_COLUMNS):
+        integral = F.col(raw_fields[i]).rlike(r"^\s*[+-]?[0-9]+\s*$")
+        error = error.when(F.col(column).isNull() & integral, F.lit(out_of_range(column))).when(
+            F.col(column).isNull(), F.lit(non_integer(column))
+        )
+    error = error.when(~_finite(F.col(RATING_COL)), F.lit(UNPARSEABLE_RATING)).otherwise(
+        F.lit(UNPARSEABLE_TIMESTAMP)
     )
     checked = typed.select(
         SOURCE_FILE_COL,
@@ -346,12 +384,17 @@ def drop_slice(drops: Sequence[dt.date]) -> dict[str, list[dt.date]]:
     return {DROP_MONTH_COL: sorted({drop_month(d) for d in drops}), DROP_DATE_COL: sorted(drops)}
 
 
-def read_bronze(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> DataFrame:
+def read_bronze(
+    spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date], version: int | None = None
+) -> DataFrame:
     """The bronze rows of ``drops``: their month partitions, then their dates (files skipped by
-    their ``drop_date`` statistics)."""
+    their ``drop_date`` statistics); as of the table's ``version`` when given (time travel)."""
     from pyspark.sql import functions as F
 
-    bronze = spark.read.format("delta").load(ctx.table("ratings_bronze"))
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    bronze = reader.load(ctx.table("ratings_bronze"))
     for column, values in drop_slice(drops).items():
         bronze = bronze.where(F.col(column).isin(values))
     return bronze
@@ -471,7 +514,8 @@ def read_ledger(ctx: RunContext) -> dict[dt.date, list[dict]]:
     """The ingest ledger's rows by drop date (empty when the lake has none yet)."""
     ledger: dict[dt.date, list[dict]] = {}
     for row in read_small_table(ctx.table("ingest_ledger")):
-        ledger.setdefault(row[DROP_DATE_COL], []).append(row)
+        # a ledger written before a column was added reads it as null
+        ledger.setdefault(row[DROP_DATE_COL], []).append({**_LEDGER_NULLS, **row})
     return ledger
 
 
@@ -484,11 +528,11 @@ def write_ledger(ctx: RunContext, rows: Sequence[dict]) -> None:
     )
 
 
-def set_status(ctx: RunContext, drops: Sequence[dt.date], status: str) -> None:
-    """Move ``drops`` to ``status`` in the ledger, stamped with this night and run id."""
+def set_status(ctx: RunContext, drops: Sequence[dt.date], status: str, **fields: Any) -> None:
+    """Move ``drops`` to ``status`` in the ledger, stamped with this night and run id (and ``fields``)."""
     ledger = read_ledger(ctx)
     rows = [
-        {**row, "status": status, "night": ctx.run_date, "run_id": ctx.run_id}
+        {**row, "status": status, "night": ctx.run_date, "run_id": ctx.run_id, **fields}
         for drop in drops
         for row in ledger.get(drop, [])
     ]
@@ -619,6 +663,7 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
                 formats[file.uri] = format_for(file.name).name
             except ValueError as exc:
                 raise ValueError(f"{file.uri}: {exc}; landed files are named like their format") from None
+    check_landed(spark, ctx, formats)
     scanned = scanned_uris(spark, list(formats))
     # First lines by scanned URI (the key of parse_lines and of the scan's source_file column),
     # of the files whose format has a header.
@@ -669,9 +714,35 @@ def ingest_drops(spark: SparkSession, ctx: RunContext, plans: Sequence[DropPlan]
                     "previous_sha256": plan.previous.get(file.uri),
                     "night": ctx.run_date,
                     "run_id": ctx.run_id,
+                    "gated_version": None,
                 }
             )
     write_ledger(ctx, ledger)
+
+
+def head_bytes(spark: SparkSession, uri: str, n: int) -> bytes:
+    """The first ``n`` bytes (fewer for a shorter file) of the file at ``uri``."""
+    from spark_jobs.common import hadoop_path
+
+    fs, path = hadoop_path(spark, uri)
+    stream = fs.open(path)
+    try:
+        return bytes(stream.readNBytes(n))  # one JVM call; py4j hands a byte[] back as bytes
+    finally:
+        stream.close()
+
+
+def check_landed(spark: SparkSession, ctx: RunContext, formats: dict[str, str]) -> None:
+    """Refuse, before anything is written, a landed file that is compressed under a text name or
+    whose format only datasets of another rating scale come in (:func:`recsys.datasets.check_format`)."""
+    from recsys.datasets import check_format
+    from recsys.datasets.formats import MAGIC_BYTES, compressed_file_error
+
+    for uri, format_name in formats.items():
+        problem = compressed_file_error(uri, head_bytes(spark, uri, MAGIC_BYTES))
+        if problem is not None:
+            raise ValueError(problem)
+        check_format(ctx.config, format_name, uri)
 
 
 def scanned_uris(spark: SparkSession, uris: Sequence[str]) -> dict[str, str]:
@@ -718,7 +789,7 @@ def main(argv: list[str] | None = None) -> None:
     add_input_arguments(parser)
     args = parser.parse_args(argv)
     ctx = context_from_args(args)
-    inputs = inputs_from_args(parser, args)
+    inputs = inputs_from_args(parser, args, ctx.config)
     run(build_spark(ctx.config, app_name="ingest"), ctx, *(inputs or (None, None)))
 
 

@@ -1,4 +1,4 @@
-"""The ratings pipeline for one night: ingest -> gate -> silver -> sessions -> sequences -> gate -> items.
+"""The ratings pipeline for one night: ingest -> gate -> silver -> sessions -> gated sequences; items.
 
 The night of run date D ingests the landing zone's drops dated <= D that the lake does not hold
 yet (or that changed), gates them, applies them to the versioned silver, and rewrites the session
@@ -85,7 +85,7 @@ def run_pipeline(
         # Silver hands sessions the state as of the date of the users tonight touched (the whole
         # state on a first load), partitioned by user, and sessions hand theirs to sequences: no
         # stage then re-reads what the one before it wrote, nor shuffles it. Run alone, each job
-        # reads its input table. The sequences gate checks the frame sequences published.
+        # reads its input table. The sequences job gates its frame before publishing it.
         try:
             sessions = stage(
                 "sessions",
@@ -97,15 +97,10 @@ def run_pipeline(
             if silver_output.state is not None:
                 silver_output.state.unpersist()
         try:
-            tonight = stage("sequences", lambda: sequences.run(spark, ctx, sessions, keep=True))
+            # gated before it is published (the gate's seconds are part of the stage)
+            result.sequences_gate = stage("sequences", lambda: sequences.run(spark, ctx, sessions)).gate
         finally:
             sessions.unpersist()
-        try:
-            result.sequences_gate = stage(
-                "sequences_gate", lambda: validate.run_sequences_gate(spark, ctx, tonight)
-            )
-        finally:
-            tonight.unpersist()
         stage("items", items_done.result)  # its seconds: the wait once the chain is done
     return result
 
@@ -119,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     add_input_arguments(parser)
     args = parser.parse_args(argv)
     ctx = context_from_args(args)
-    inputs = inputs_from_args(parser, args)
+    inputs = inputs_from_args(parser, args, ctx.config)
     result = run_pipeline(
         build_spark(ctx.config, app_name="ratings-pipeline"), ctx, *(inputs or (None, None))
     )

@@ -30,7 +30,8 @@ gaps and n_events count the kept events only.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from spark_jobs.columns import (
     EVENT_ORDER,
@@ -50,7 +51,8 @@ from spark_jobs.columns import (
     USER_COL,
     VALID_FROM_COL,
 )
-from spark_jobs.common import RunContext, context_from_args, job_parser, publish_kept
+from spark_jobs.common import RunContext, context_from_args, job_parser, publish
+from spark_jobs.validate import SEQUENCES_SUITE, record_table_version, run_sequences_gate
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -188,19 +190,26 @@ def collect_sequences(
     )
 
 
-def run(
-    spark: SparkSession, ctx: RunContext, sessions: DataFrame | None = None, keep: bool = False
-) -> DataFrame | None:
-    """Publish tonight's sequence versions: one per user whose sessions tonight rewrote.
+@dataclass
+class SequencesOutput:
+    """What :func:`run` did: the sequences gate's summary, and the table version it published."""
+
+    gate: dict[str, Any]
+    version: int
+
+
+def run(spark: SparkSession, ctx: RunContext, sessions: DataFrame | None = None) -> SequencesOutput:
+    """Gate, then publish, tonight's sequence versions: one per user whose sessions tonight rewrote.
 
     ``sessions`` is tonight's session versions when the caller has them in hand (the pipeline,
-    whose frame is already partitioned by user); by default they are read from the table. With
-    ``keep`` the published frame is returned persisted (the sequences gate checks it without
-    reading the table back); the caller unpersists it.
+    whose frame is already partitioned by user); by default they are read from the table. The
+    versions are built once (persisted), judged by the sequences gate (a failure raises
+    :class:`expectations.gate.GateError` and publishes nothing), published, and the published
+    table version is recorded in the gate's summary: the model steps read that version.
     """
     from pyspark.sql import functions as F
 
-    from recsys.delta import with_run_date
+    from recsys.delta import open_delta, with_run_date
 
     if sessions is None:
         sessions = (
@@ -220,8 +229,15 @@ def run(
         built = build_sequences(events, max_seq_len)
     else:
         built = collect_sequences(sessions, max_seq_len)
-    sequences = with_run_date(built, ctx.run_date, VALID_FROM_COL).select(*SEQUENCE_COLUMNS)
-    return publish_kept(sequences, ctx, "sequences", {VALID_FROM_COL: ctx.run_date}, keep)
+    sequences = with_run_date(built, ctx.run_date, VALID_FROM_COL).select(*SEQUENCE_COLUMNS).persist()
+    try:
+        gate = run_sequences_gate(spark, ctx, sequences)
+        path = publish(sequences, ctx, "sequences", {VALID_FROM_COL: ctx.run_date})
+    finally:
+        sequences.unpersist()
+    version = open_delta(path).version()
+    record_table_version(spark, ctx, SEQUENCES_SUITE, version)
+    return SequencesOutput(gate, version)
 
 
 def main(argv: list[str] | None = None) -> None:

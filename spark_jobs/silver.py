@@ -91,6 +91,7 @@ from spark_jobs.validate import (
     RATINGS_SUITE,
     day_start,
     ratings_parameters,
+    read_gated,
     require_gate_passed,
     save_results,
     tag_bronze,
@@ -313,12 +314,23 @@ def validate_silver(frame: DataFrame) -> tuple[ExpectationSuiteValidationResult,
 
 
 def clean_rows(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> DataFrame:
-    """The rows of ``drops`` the gate did not quarantine: key, rating, timestamp, lineage, drop_date."""
+    """The rows of ``drops`` the gate did not quarantine: key, rating, timestamp, lineage, drop_date.
+
+    A drop the ledger says is ``gated`` (not applied yet) is read as of the bronze version its gate
+    validated (:func:`spark_jobs.validate.read_gated`). An ``applied`` one (rebuilt after a
+    correction of an earlier drop) is read as bronze holds it: a rewrite of its rows would have
+    re-ingested it (it would be pending again), and its gated version may be vacuumed since.
+    """
     from pyspark.sql import functions as F
 
-    needed = read_bronze(spark, ctx, drops).select(
-        *RATINGS_COLUMNS, SOURCE_FILE_COL, LINE_NUMBER_COL, PARSE_ERROR_COL, DROP_DATE_COL
+    ledger = read_ledger(ctx)
+    applied = [d for d in drops if ledger.get(d) and all(r["status"] == APPLIED for r in ledger[d])]
+    pending = [d for d in drops if d not in applied]
+    parts = ([read_gated(spark, ctx, pending)] if pending else []) + (
+        [read_bronze(spark, ctx, applied)] if applied else []
     )
+    rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    needed = rows.select(*RATINGS_COLUMNS, SOURCE_FILE_COL, LINE_NUMBER_COL, PARSE_ERROR_COL, DROP_DATE_COL)
     tagged = tag_bronze(needed, load_suite(RATINGS_SUITE), ratings_parameters(ctx.config))
     return tagged.where(F.col(REASON_COL).isNull()).select(
         *KEY, RATING_COL, TIMESTAMP_COL, SOURCE_FILE_COL, LINE_NUMBER_COL, DROP_DATE_COL

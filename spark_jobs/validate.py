@@ -15,10 +15,14 @@ Ratings gate (after ingest, before silver), on the drops the ledger says are ``i
    :class:`expectations.gate.GateError` naming the failing drops — before any as-of state
    (silver, sessions, sequences) changes;
 5. on a pass, publish the rows the expectations rejected to ``ratings_quarantine`` (stage
-   ``gate``) and mark the drops ``gated`` in the ledger.
+   ``gate``) and mark the drops ``gated`` in the ledger, with the version of bronze it judged
+   (``gated_version``): silver reads each drop as of that version (:func:`read_gated`), so it
+   builds on nothing the gate did not see.
 
-Sequences gate (after sequences, before training): ``expectations/sequences.json`` on the
-sequence versions the night wrote, plus derived check columns.
+Sequences gate (inside the sequences job, before it publishes): ``expectations/sequences.json``
+on the sequence versions the night built, plus derived check columns. A failure publishes
+nothing; a pass is followed by the publish and then by the published table version in the
+summary, which the model steps read the sequences at (:mod:`recsys.gates`).
 """
 
 from __future__ import annotations
@@ -192,16 +196,28 @@ def gate_summary(spark: SparkSession, ctx: RunContext, suite_name: str) -> dict[
 
 def require_gate_passed(spark: SparkSession, ctx: RunContext, suite_name: str) -> None:
     """Refuse to build on a batch whose gate has not run, or failed, for this run date."""
-    summary = gate_summary(spark, ctx, suite_name)
-    if summary is None:
-        raise GateError(suite_name, f"the {suite_name} gate has not run for {ctx.run_date}; run it first", [])
-    if not summary.get("success"):
-        raise GateError(
+    from recsys.gates import GateNotPassedError, check_summary
+
+    try:
+        check_summary(
+            gate_summary(spark, ctx, suite_name),
             suite_name,
-            f"the {suite_name} gate failed for {ctx.run_date} ({', '.join(summary.get('failed', []))}); "
-            f"see {ctx.validation_uri(suite_name)}.json",
-            [],
+            ctx.run_date,
+            f"{ctx.validation_uri(suite_name)}.summary.json",
         )
+    except GateNotPassedError as exc:
+        raise GateError(suite_name, str(exc), []) from None
+
+
+def record_table_version(spark: SparkSession, ctx: RunContext, suite_name: str, version: int) -> None:
+    """Add to this night's passing summary of ``suite_name`` the version of the table it published
+    (what later stages read: :func:`recsys.gates.gated_version`)."""
+    summary = gate_summary(spark, ctx, suite_name)
+    if summary is None or not summary.get("success"):
+        raise GateError(
+            suite_name, f"no passing {suite_name} gate for {ctx.run_date} to record a version on", []
+        )
+    write_json(spark, f"{ctx.validation_uri(suite_name)}.summary.json", {**summary, "table_version": version})
 
 
 @dataclass(frozen=True)
@@ -222,7 +238,8 @@ def flag_rows(tagged: DataFrame, suite: Suite, parameters: Mapping[str, Any]) ->
 
 
 def reason_counts(tagged: DataFrame, suite: Suite, parameters: Mapping[str, Any]) -> ReasonCounts:
-    """One pass: rows per (drop, quarantine reason), and rows each row expectation rejects (with overlaps)."""
+    """One pass: rows per (drop, quarantine reason), and rows each row expectation rejects (with
+    overlaps) among the rows that parsed: GE judges those (:func:`parsed_rows`)."""
     from pyspark.sql import functions as F
 
     flags = flag_columns(suite)
@@ -233,8 +250,9 @@ def reason_counts(tagged: DataFrame, suite: Suite, parameters: Mapping[str, Any]
         .collect()
     )
     by_drop_reason = {(row[DROP_DATE_COL], row[REASON_COL]): int(row["_rows"]) for row in grouped}
+    parsed = [row for row in grouped if row[REASON_COL] not in PARSE_ERRORS]
     by_expectation = {
-        e.name: sum(int(row[flag] or 0) for row in grouped)
+        e.name: sum(int(row[flag] or 0) for row in parsed)
         for e, flag in zip(suite.row_expectations, flags, strict=True)
     }
     return ReasonCounts(by_drop_reason, by_expectation)
@@ -249,8 +267,24 @@ def collected_reason_counts(frame: pd.DataFrame, suite: Suite) -> ReasonCounts:
         (drop, None if pd.isna(reason) else reason): int(n) for (drop, reason), n in sizes.items()
     }
     flags = zip(suite.row_expectations, flag_columns(suite), strict=True)
-    by_expectation = {e.name: int(frame[flag].sum()) for e, flag in flags}
+    parsed = parsed_rows(frame)
+    by_expectation = {e.name: int(parsed[flag].sum()) for e, flag in flags}
     return ReasonCounts(by_drop_reason, by_expectation)
+
+
+def parsed_rows(tagged: DataFrame | pd.DataFrame) -> DataFrame | pd.DataFrame:
+    """The rows of a tagged frame (Spark, or collected) whose line parsed: what GE judges.
+
+    A line that did not parse has every field null and is quarantined with its parse error
+    whatever the expectations say; judged by GE it would also count under each not-null
+    expectation, once per field. Its weight in the night is the drops suite's quarantine ratio.
+    """
+    from pyspark.sql import DataFrame as SparkFrame
+    from pyspark.sql import functions as F
+
+    if isinstance(tagged, SparkFrame):
+        return tagged.where(~F.col(REASON_COL).isin(list(PARSE_ERRORS)) | F.col(REASON_COL).isNull())
+    return tagged[~tagged[REASON_COL].isin(PARSE_ERRORS)]
 
 
 def trailing_volumes(
@@ -333,10 +367,21 @@ def header_drift(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date])
         for row in rows:
             expected = expected_header(FORMATS[row["format"]])
             if expected is not None and row["header"] != expected:
-                drift.setdefault(drop, []).append(
-                    f"{row['file']} (header {row['header']!r}, expected {expected!r})"
-                )
+                found = "an empty file" if row["header"] is None else f"header {row['header']!r}"
+                drift.setdefault(drop, []).append(f"{row['file']} ({found}, expected {expected!r})")
     return drift
+
+
+def files_without_rows(ctx: RunContext, drops: Sequence[dt.date]) -> dict[dt.date, list[str]]:
+    """Files of ``drops`` that hold no data line (empty, or a header only), by drop (the ledger)."""
+    empty: dict[dt.date, list[str]] = {}
+    for drop, rows in read_ledger(ctx).items():
+        if drop in drops:
+            for row in rows:
+                if not int(row["rows"] or 0):
+                    what = "empty" if row["size"] == 0 else "no data lines"
+                    empty.setdefault(drop, []).append(f"{row['file']} ({what})")
+    return empty
 
 
 def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
@@ -358,7 +403,9 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
         return summary
     suite = load_suite(RATINGS_SUITE)
     parameters = ratings_parameters(ctx.config)
-    bronze = read_bronze(spark, ctx, drops)
+    # The gate judges one version of bronze and records it: silver reads the drops as of it.
+    version = bronze_version(ctx)
+    bronze = read_bronze(spark, ctx, drops, version)
     tagged = tag_bronze(bronze.select(DROP_DATE_COL, *RATINGS_COLUMNS, PARSE_ERROR_COL), suite, parameters)
     # A night's few drops are collected once (their rows are in the ledger): GE's pandas engine
     # and the counts read the same frame. Else GE and the counts read the few columns the suite
@@ -373,12 +420,12 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
         rows_landed,
     )
     if small is not None:
-        result = validate(small, suite, parameters, collected=True)
+        result = validate(parsed_rows(small), suite, parameters, collected=True)
         counts = collected_reason_counts(small, suite)
     else:
         tagged = tagged.persist()
         try:
-            result = validate(tagged, suite, parameters, rows=rows_landed)
+            result = validate(parsed_rows(tagged), suite, parameters, rows=rows_landed)
             counts = reason_counts(tagged, suite, parameters)
         finally:
             tagged.unpersist()
@@ -446,7 +493,10 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
             for s, r in ((suite, result), (drops_suite, drops_result))
             if not r.success
         ]
-        failing = "\n".join(_describe_drop(c, bad_headers) for c in checks if not _drop_ok(c, ctx.config))
+        empty = files_without_rows(ctx, drops)
+        failing = "\n".join(
+            _describe_drop(c, bad_headers, empty) for c in checks if not _drop_ok(c, ctx.config)
+        )
         raise GateError(
             suite.name, "\n".join([*parts, f"  failing drops:\n{failing}" if failing else "", context]), found
         )
@@ -457,8 +507,46 @@ def run_ratings_gate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
     )
     empty = not any(reason not in PARSE_ERRORS for reason in by_reason if reason is not None)
     publish_quarantine(rejected.limit(0) if empty else rejected, ctx, STAGE, drops, empty)
-    set_status(ctx, drops, GATED)
+    set_status(ctx, drops, GATED, gated_version=version)
     return summary
+
+
+def bronze_version(ctx: RunContext) -> int:
+    """The current version of ``ratings_bronze`` (its Delta log, no Spark job)."""
+    from recsys.delta import open_delta
+
+    table = open_delta(ctx.table("ratings_bronze"))
+    if table is None:
+        raise FileNotFoundError(f"{ctx.table('ratings_bronze')}: no bronze table; run ingest first")
+    return table.version()
+
+
+def read_gated(spark: SparkSession, ctx: RunContext, drops: Sequence[dt.date]) -> DataFrame:
+    """The bronze rows of ``drops`` exactly as the gate validated them: each drop as of the bronze
+    version its gate recorded in the ledger, whatever was written to bronze since (a re-ingest
+    that has not been gated, a crash between bronze and the ledger). Refuses a drop without one."""
+    ledger = read_ledger(ctx)
+    by_version: dict[int, list[dt.date]] = {}
+    missing = []
+    for drop in drops:
+        versions = {row["gated_version"] for row in ledger.get(drop, [])}
+        if len(versions) != 1 or None in versions:
+            missing.append(drop)
+        else:
+            by_version.setdefault(versions.pop(), []).append(drop)
+    if missing:
+        raise GateError(
+            RATINGS_SUITE,
+            f"no gated bronze version in the ingest ledger for drop(s) {[d.isoformat() for d in missing]}: "
+            f"rerun the ratings gate for {ctx.run_date} (python -m spark_jobs.validate --run-date "
+            f"{ctx.run_date})",
+            [],
+        )
+    frames = [read_bronze(spark, ctx, group, version) for version, group in sorted(by_version.items())]
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
 
 
 def _drop_ok(checks: Mapping[str, Any], config: Config) -> bool:
@@ -470,7 +558,11 @@ def _drop_ok(checks: Mapping[str, Any], config: Config) -> bool:
     )
 
 
-def _describe_drop(checks: Mapping[str, Any], bad_headers: Mapping[dt.date, list[str]]) -> str:
+def _describe_drop(
+    checks: Mapping[str, Any],
+    bad_headers: Mapping[dt.date, list[str]],
+    empty_files: Mapping[dt.date, list[str]],
+) -> str:
     drop = checks[DROP_DATE_COL]
     volume = (
         f"{checks['volume_ratio']:.3f} x the median {checks['trailing_median']:,.0f} "
@@ -479,9 +571,10 @@ def _describe_drop(checks: Mapping[str, Any], bad_headers: Mapping[dt.date, list
         else "volume not judged"
     )
     headers = "; ".join(bad_headers.get(drop, [])) or "headers ok"
+    empty = empty_files.get(drop)
     return (
         f"    drop {drop}: rows {checks['rows']:,}, quarantine ratio {checks['quarantine_ratio']:.4f}, "
-        f"volume {volume}; {headers}"
+        f"volume {volume}; {headers}" + (f"; files without data rows: {'; '.join(empty)}" if empty else "")
     )
 
 
@@ -537,11 +630,12 @@ def sequence_checks(sequences: DataFrame, max_seq_len: int) -> DataFrame:
 def run_sequences_gate(
     spark: SparkSession, ctx: RunContext, tonight: DataFrame | None = None
 ) -> dict[str, Any]:
-    """Gate the sequence versions this night wrote (``valid_from`` = the run date); return the summary.
+    """Gate the sequence versions of this night (``valid_from`` = the run date); return the summary.
 
     The rows of other users are versions earlier nights wrote and gated. A night without new
-    events wrote none: nothing to check, and the summary says so. ``tonight``: those versions
-    as published, when the caller has them in hand (the pipeline); else read from the table.
+    events has none: nothing to check, and the summary says so. ``tonight``: those versions
+    before they are published (the sequences job); else the published ones, read from the table
+    (a manual re-check: ``python -m spark_jobs.validate --suite sequences``).
     """
     from pyspark.sql import functions as F
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,8 @@ FORMATS: dict[str, RatingsFormat] = {
 }
 
 _FIELD_PARSERS = {
-    USER_COL: int,
-    ITEM_COL: int,
+    USER_COL: lambda text: _id(text),
+    ITEM_COL: lambda text: _id(text),
     RATING_COL: float,
     TIMESTAMP_COL: lambda text: _integral(float(text)),
 }
@@ -76,6 +77,35 @@ class RatingsFormatError(ValueError):
         super().__init__(f"{path}:{line}: field {field!r}: {reason}")
 
 
+#: Leading bytes of the compressed and archive files a feed may drop under a plain-text name.
+COMPRESSION_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"PK\x03\x04": "zip",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\xfd7zXZ\x00": "xz",
+}
+MAGIC_BYTES = max(len(magic) for magic in COMPRESSION_MAGIC)
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression a file starting with ``head`` (its first :data:`MAGIC_BYTES` bytes) looks
+    like, or None for what may be text."""
+    return next((kind for magic, kind in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+
+
+def compressed_file_error(path: str, head: bytes) -> str | None:
+    """What is wrong with a ratings file starting with ``head`` that looks compressed, else None."""
+    kind = compression_of(head)
+    if kind is None:
+        return None
+    magic = next(m for m, k in COMPRESSION_MAGIC.items() if k == kind)
+    return (
+        f"{path}: looks {kind}-compressed (it starts with the bytes {magic.hex(' ')}), but a ratings "
+        "file must be plain text; decompress it and land the text file"
+    )
+
+
 def format_for(path: Path | str) -> RatingsFormat:
     """Guess the format from a file name (``u.data``, ``*.dat``, ``*.csv``, ``*.inter``)."""
     name = Path(path).name
@@ -92,8 +122,22 @@ def format_for(path: Path | str) -> RatingsFormat:
     )
 
 
+#: Ids are signed 64-bit; timestamps whole seconds within a double's exact integers (ingest agrees).
+_MAX_ID = 2**63 - 1
+MAX_ABS_SECONDS = 2**53
+
+
+def _id(text: str) -> int:
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ValueError("not an integer")
+    value = int(text)
+    if not -_MAX_ID - 1 <= value <= _MAX_ID:
+        raise ValueError("out of the signed 64-bit range")
+    return value
+
+
 def _integral(value: float) -> int:
-    if not math.isfinite(value) or value != int(value):
+    if not math.isfinite(value) or value != int(value) or abs(value) >= MAX_ABS_SECONDS:
         raise ValueError(f"{value!r} is not a whole number of seconds")
     return int(value)
 
@@ -132,26 +176,25 @@ def _check_header(first: str, fmt: RatingsFormat, path: Path | str) -> None:
 
 
 def _locate_error(path: Path, fmt: RatingsFormat) -> RatingsFormatError | None:
-    """Scan line by line to name the first bad line (the slow path, only after a failure)."""
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            for number, text in enumerate(handle, start=1):
+    """Scan line by line to name the first bad line (the slow path, only after a failure).
+
+    Each line is decoded on its own, so a line that is not UTF-8 is named at its place, after
+    any earlier bad line (a decoder over the whole file would fail at the first bad block).
+    """
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return RatingsFormatError(path, number, "<line>", f"not valid UTF-8: {exc.reason}")
+            try:
                 if number <= fmt.n_header_lines:
                     _check_header(text, fmt, path)
-                    continue
-                parse_line(text, fmt, path, number)
-    except RatingsFormatError as exc:
-        return exc
-    except UnicodeDecodeError as exc:
-        return RatingsFormatError(
-            path, _line_of_byte(path, exc.start), "<line>", f"not valid UTF-8: {exc.reason}"
-        )
+                else:
+                    parse_line(text, fmt, path, number)
+            except RatingsFormatError as exc:
+                return exc
     return None
-
-
-def _line_of_byte(path: Path, offset: int) -> int:
-    with path.open("rb") as handle:
-        return handle.read(offset).count(b"\n") + 1
 
 
 def _separator_normalised(path: Path, fmt: RatingsFormat, block_lines: int = 1 << 16) -> Iterator[bytes]:
@@ -194,6 +237,10 @@ def read_ratings(path: Path | str, fmt: RatingsFormat | str | None = None) -> pd
         fmt = format_for(path)
     elif isinstance(fmt, str):
         fmt = FORMATS[fmt]
+    with path.open("rb") as handle:
+        problem = compressed_file_error(str(path), handle.read(MAGIC_BYTES))
+    if problem is not None:
+        raise ValueError(problem)
     multi_char = len(fmt.separator) > 1
     source = (
         pa.PythonFile(_IterStream(_separator_normalised(path, fmt)), mode="r") if multi_char else str(path)
@@ -204,7 +251,10 @@ def read_ratings(path: Path | str, fmt: RatingsFormat | str | None = None) -> pd
             read_options=pacsv.ReadOptions(
                 column_names=list(RATINGS_COLUMNS), skip_rows=fmt.n_header_lines, encoding="utf8"
             ),
-            parse_options=pacsv.ParseOptions(delimiter="\t" if multi_char else fmt.separator),
+            # an empty line is a malformed line (as ingest quarantines it), not one to skip
+            parse_options=pacsv.ParseOptions(
+                delimiter="\t" if multi_char else fmt.separator, ignore_empty_lines=False
+            ),
             convert_options=pacsv.ConvertOptions(column_types=_ARROW_TYPES, strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):

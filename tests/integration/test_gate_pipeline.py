@@ -55,7 +55,7 @@ def _bronze_like(spark):
         (7, 1, 10, 4.0, 788_918_399, DAY, None),  # before MovieLens
         (8, 0, 10, 4.0, 1_000_000_000, DAY, None),  # user id 0
         (9, 1, -3, 9.0, 1_000_000_000, DAY, None),  # bad item id and rating: first reason wins
-        (10, None, None, None, None, DAY, "non_numeric_id"),  # parse error: nulls
+        (10, None, None, None, None, DAY, "non_integer_user_id"),  # parse error: nulls
         (11, 2, None, 4.0, 1_000_000_000, DAY, None),  # null without a parse error
         (12, 3, 10, 4.0, future + 86400, DAY + dt.timedelta(days=1), None),  # a later drop's day: fine
     ]
@@ -108,7 +108,7 @@ def test_gate_predicates_and_ge_flag_the_same_rows(spark, engine):
         7: "expect_column_values_to_be_between(timestamp)",
         8: "expect_column_values_to_be_between(user_id)",
         9: "expect_column_values_to_be_between(item_id)",
-        10: "non_numeric_id",
+        10: "non_integer_user_id",
         11: "expect_column_values_to_not_be_null(item_id)",
         12: None,
     }
@@ -200,7 +200,10 @@ def test_planted_bad_batch_stops_the_run_before_silver(spark, tmp_path):
     assert quarantine.count() == 8
     _assert_untouched_downstream(spark, ctx)
     base = ctx.validation_uri("ratings")
-    assert json.loads(Path(base + ".json").read_text())["success"] is False
+    # the rows that parsed are all valid; the drop fails on its quarantine ratio
+    assert json.loads(Path(base + ".json").read_text())["success"] is True
+    assert json.loads(Path(ctx.validation_uri("ratings_drops") + ".json").read_text())["success"] is False
+    assert json.loads(Path(base + ".summary.json").read_text())["success"] is False
     assert Path(base + ".html").read_text().lstrip().startswith("<!DOCTYPE html>")
     with pytest.raises(GateError, match="ratings gate failed"):
         require_gate_passed(spark, ctx, "ratings")
@@ -327,7 +330,8 @@ def test_counts_of_a_collected_batch_equal_the_spark_counts(spark):
     assert collected == on_spark
     assert collected.by_drop_reason[(DAY, None)] == 3
     assert collected.by_drop_reason[(DAY, "expect_column_values_to_be_between(rating)")] == 2
-    assert collected.by_expectation["expect_column_values_to_not_be_null(item_id)"] == 2
+    # GE judges the rows that parsed: line 11 (a null without a parse error), not line 10
+    assert collected.by_expectation["expect_column_values_to_not_be_null(item_id)"] == 1
     # GE judges the collected frame as it judges the Spark one
     assert gate.unexpected_counts(
         validate(small, suite, parameters, collected=True)
@@ -404,3 +408,75 @@ def test_sequences_gate_accepts_the_contract(spark, engine):
 )
 def test_sequences_gate_rejects_broken_sequences(spark, engine, row, failing):
     assert _sequences_failures(spark, [*GOOD_SEQUENCES[:1], row], max_seq_len=3) == failing
+
+
+def test_silver_builds_on_the_bronze_version_the_gate_validated(spark, tmp_path):
+    """A rewrite of a gated drop's bronze rows that the gate never saw (a re-ingest that stopped
+    before its ledger row, a hand edit) does not reach silver: silver reads the drop as of the
+    version the gate recorded, and refuses a gated drop without one."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.common import publish
+    from spark_jobs.validate import bronze_version
+
+    ctx = RunContext.for_date(_config(tmp_path, "pipeline.quarantine_max_ratio=0.5"), DAY)
+    ingest.run(spark, ctx, [str(FIXTURES / "ratings_small.csv")], "ratings.csv")
+    run_ratings_gate(spark, ctx)
+    (row,) = ingest.read_ledger(ctx)[DAY]
+    gated = bronze_version(ctx)
+    assert (row["status"], row["gated_version"]) == ("gated", gated)
+    bronze = ingest.read_bronze(spark, ctx, [DAY])
+    rewritten = bronze.withColumn("rating", F.when(F.col("line_number") == 6, 0.5).otherwise(F.col("rating")))
+    publish(rewritten.localCheckpoint(), ctx, "ratings_bronze", ingest.drop_slice([DAY]))
+    assert bronze_version(ctx) > gated
+    silver.run(spark, ctx)
+    ratings = {
+        r["line_number"]: r["rating"]
+        for r in spark.read.format("delta").load(ctx.table("ratings_silver")).collect()
+    }
+    assert ratings[6] == 4.0  # as gated, not the 0.5 written after the gate
+
+    other = RunContext.for_date(_config(tmp_path / "other", "pipeline.quarantine_max_ratio=0.5"), DAY)
+    ingest.run(spark, other, [str(FIXTURES / "ratings_small.csv")], "ratings.csv")
+    run_ratings_gate(spark, other)
+    (row,) = ingest.read_ledger(other)[DAY]
+    ingest.write_ledger(other, [{**row, "gated_version": None}])
+    with pytest.raises(
+        GateError, match=r"no gated bronze version in the ingest ledger for drop\(s\) \['2024-01-01'\]"
+    ):
+        silver.run(spark, other)
+    assert not table_exists(spark, other.table("ratings_silver"))
+
+
+def test_sequences_are_gated_before_they_are_published_and_the_model_reads_the_gated_version(
+    spark, tmp_path, monkeypatch
+):
+    """Broken sequences fail their gate and are never published (the model steps refuse the night);
+    good ones are published and their table version recorded for the model steps."""
+    from pyspark.sql import functions as F
+
+    from recsys.delta import open_delta
+    from recsys.gates import GateNotPassedError, gated_version
+    from spark_jobs import sequences
+
+    config = _config(tmp_path, "pipeline.quarantine_max_ratio=0.5")
+    ctx = RunContext.for_date(config, DAY)
+    real = sequences.collect_sequences
+
+    def broken(events, max_seq_len):  # every event marked train: no valid/test markers
+        built = real(events, max_seq_len)
+        return built.withColumn("split", F.array_repeat(F.lit(0).cast("tinyint"), F.size("item_ids")))
+
+    monkeypatch.setattr(sequences, "collect_sequences", broken)
+    with pytest.raises(GateError, match=r"expect_column_values_to_be_in_set\(split_markers_ok\)"):
+        run_pipeline(spark, ctx, [str(FIXTURES / "ratings_small.csv")], "ratings.csv")
+    assert table_exists(spark, ctx.table("sessions"))
+    assert not table_exists(spark, ctx.table("sequences"))  # nothing the gate rejected is visible
+    with pytest.raises(GateNotPassedError, match="the sequences gate failed for 2024-01-01"):
+        gated_version(config, DAY, "sequences")
+
+    monkeypatch.setattr(sequences, "collect_sequences", real)
+    output = sequences.run(spark, ctx)  # the rerun of the stage, from the sessions table
+    assert output.gate["users"] == 5
+    assert output.version == open_delta(ctx.table("sequences")).version()
+    assert gated_version(config, DAY, "sequences") == output.version

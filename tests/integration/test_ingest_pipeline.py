@@ -73,12 +73,19 @@ def test_valid_lines_parse_to_typed_columns(spark):
     [
         ("1,2,3", "wrong_field_count"),
         ("1,2,3,4,5", "wrong_field_count"),
-        ("a,10,4.0,1000000000", "non_numeric_id"),
-        ("1,1.5,4.0,1000000000", "non_numeric_id"),
-        ("99999999999999999999,1,4.0,1000000000", "non_numeric_id"),
+        ("a,10,4.0,1000000000", "non_integer_user_id"),
+        ("1,1.5,4.0,1000000000", "non_integer_item_id"),
+        ("1,1e3,4.0,1000000000", "non_integer_item_id"),
+        ("99999999999999999999,1,4.0,1000000000", "user_id_out_of_range"),
+        ("1,-99999999999999999999,4.0,1000000000", "item_id_out_of_range"),
+        (",10,4.0,1000000000", "missing_user_id"),
+        ("1, ,4.0,1000000000", "missing_item_id"),
+        ("1,10,\t,1000000000", "missing_rating"),
+        ("1,10,4.0,", "missing_timestamp"),
+        (",,,", "missing_user_id"),  # the first empty field
+        ("x,,4.0,1000000000", "missing_item_id"),  # an empty field before a malformed one
         ("1,10,great,1000000000", "unparseable_rating"),
         ("1,10,NaN,1000000000", "unparseable_rating"),
-        ("1,10,,1000000000", "unparseable_rating"),
         ("1,10,4.0,yesterday", "unparseable_timestamp"),
         ("1,10,4.0,1000000000.5", "unparseable_timestamp"),
         ("", "empty_line"),
@@ -155,7 +162,7 @@ def test_ingest_publishes_every_line_and_quarantines_parse_errors(spark, tmp_pat
     }
     assert quarantine == {
         18: ("wrong_field_count", "ingest", "1,2,3"),
-        19: ("non_numeric_id", "ingest", "a,10,4.0,1000000000"),
+        19: ("non_integer_user_id", "ingest", "a,10,4.0,1000000000"),
         20: ("unparseable_rating", "ingest", "5,10,great,1000000000"),
         21: ("unparseable_timestamp", "ingest", "5,11,4.0,yesterday"),
         22: ("bad_encoding", "ingest", "5,\ufffdt\ufffd,4.0,1000000000"),

@@ -129,8 +129,7 @@ NIGHTLY_EDGES = {
     "silver": ["drift_input", "sessions"],
     "drift_input": ["train"],
     "sessions": ["sequences"],
-    "sequences": ["sequences_gate"],
-    "sequences_gate": ["train"],
+    "sequences": ["train"],
     "items": ["publish"],
     "train": ["evaluate"],
     "evaluate": ["champion_challenger"],
@@ -169,7 +168,6 @@ def test_nightly_structure_tags_params_retries_and_docs(parsed):
             "drift_input",
             "sessions",
             "sequences",
-            "sequences_gate",
             "items",
             "publish",
             "drift_output",
@@ -238,7 +236,7 @@ def test_cluster_profile_renders_gpu_pods_of_the_trainer_image(tmp_path):
             "--run-date",
             "1998-04-22",
         ]
-    assert len(pods["spark"]) == 10 and sorted(pods["python"]) == ["notify", "report"]
+    assert len(pods["spark"]) == 9 and sorted(pods["python"]) == ["notify", "report"]
     for task_id, stage in pods["spark"].items():
         assert stage["conn_id"] == "spark_recsys", task_id
         assert stage["application"].startswith("local:///opt/recsys/spark_jobs/"), task_id

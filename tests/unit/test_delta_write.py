@@ -121,7 +121,7 @@ def test_parse_errors_are_counted_from_the_files_statistics(tmp_path):
     assert parse_errors(str(tmp_path / "absent"), [D1]) == 0
     # A file holding several drops of the month counts all of its errors: never fewer than a drop
     # holds, and 0 only when it holds none.
-    write({D2: [None], d3: ["non_numeric_id"]})
+    write({D2: [None], d3: ["non_integer_user_id"]})
     assert parse_errors(path, [D2]) == 1
     assert parse_errors(path, [d3]) == 1
     assert parse_errors(path, [d4]) == 1

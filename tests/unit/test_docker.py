@@ -517,7 +517,7 @@ def test_no_literal_secrets_in_compose():
             "db": {"environment": {"POSTGRES_PASSWORD": "airflow"}},
             "app": {
                 "environment": {
-                    "DB": "postgresql://u:hunter2@db/x",
+                    "DB": "postgresql://u:hunter2@db/x",  # secret-scan: planted
                     "API_SECRET_KEY": "${SECRET:-changeme}",
                     "OK_URL": "postgresql://u:${PW:?set it}@db/x",
                 }
