@@ -642,11 +642,17 @@ def run_sequences_gate(
     suite = load_suite(SEQUENCES_SUITE)
     parameters = {"max_seq_len": ctx.config.pipeline.max_seq_len}
     path = ctx.table("sequences")
+    # A re-check of the published table judges one version of it and records it, as the job does.
+    published: dict[str, int] = {}
     if tonight is None:
         if not table_exists(spark, path):
             raise FileNotFoundError(f"{path}: run the sequences job first")
+        from recsys.delta import open_delta
+
+        published["table_version"] = open_delta(path).version()
         tonight = (
             spark.read.format("delta")
+            .option("versionAsOf", published["table_version"])
             .load(path)
             .where(F.col(VALID_FROM_COL) == F.lit(ctx.run_date).cast("date"))
         )
@@ -655,7 +661,7 @@ def run_sequences_gate(
     try:
         users = checks.count()
         if users == 0:
-            summary = {"users": 0, "parameters": parameters}
+            summary = {"users": 0, "parameters": parameters, **published}
             write_json(
                 spark, f"{ctx.validation_uri(suite.name)}.summary.json", _stamp(ctx, True, [], summary)
             )
@@ -664,7 +670,7 @@ def run_sequences_gate(
         result = validate(checks, suite, parameters, rows=users)
     finally:
         checks.unpersist()
-    summary = {"users": users, "parameters": parameters}
+    summary = {"users": users, "parameters": parameters, **published}
     save_results(spark, ctx, suite, result, summary)
     check(result, suite, f"run_date {ctx.run_date}", f"  results: {ctx.validation_uri(suite.name)}.json")
     return summary

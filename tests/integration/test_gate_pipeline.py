@@ -455,6 +455,7 @@ def test_sequences_are_gated_before_they_are_published_and_the_model_reads_the_g
     from recsys.delta import open_delta
     from recsys.gates import GateNotPassedError, gated_version
     from spark_jobs import sequences
+    from spark_jobs.validate import run_sequences_gate
 
     config = _config(tmp_path, "pipeline.quarantine_max_ratio=0.5")
     ctx = RunContext.for_date(config, DAY)
@@ -476,4 +477,7 @@ def test_sequences_are_gated_before_they_are_published_and_the_model_reads_the_g
     output = sequences.run(spark, ctx)  # the rerun of the stage, from the sessions table
     assert output.gate["users"] == 5
     assert output.version == open_delta(ctx.table("sequences")).version()
+    assert gated_version(config, DAY, "sequences") == output.version
+    # a manual re-check of the published sequences judges and records the same version
+    run_sequences_gate(spark, ctx)
     assert gated_version(config, DAY, "sequences") == output.version
